@@ -1,0 +1,282 @@
+r"""Batch normalization in PyTorch, forward and backward by hand: a drop-in ``nn.BatchNorm1d``.
+
+:class:`BatchNormFunction` is the training-mode operation (batch statistics) as a
+``torch.autograd.Function`` whose backward is the book's compact formula;
+:class:`FrozenBatchNormFunction` is the evaluation-mode one (running statistics, which are
+constants). :class:`BatchNorm1d` is an ``nn.Module`` with the constructor, parameters,
+buffers, ``repr`` and ``state_dict`` of ``torch.nn.BatchNorm1d`` (torch 2.13) that uses them.
+None of it calls PyTorch's own batch norm. Everything runs on the device of its tensors.
+
+Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
+reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BatchNormFunction", "FrozenBatchNormFunction", "BatchNorm1d", "compute_dtype"]
+
+
+def _dims(x: Tensor) -> list[int]:
+    """The dimensions statistics are taken over: all but the feature dimension 1."""
+    return [0] if x.dim() == 2 else [0, 2]
+
+
+def _per_feature(v: Tensor, x: Tensor) -> Tensor:
+    """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)`` or ``(1, C, 1)``."""
+    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype statistics are computed in: float32 for half precision, else ``dtype`` itself."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+class BatchNormFunction(torch.autograd.Function):
+    r"""Training-mode batch norm, :math:`y = \gamma\,\hat{x} + \beta` with the batch's statistics.
+
+    ``apply(x, gamma, beta, eps) -> (y, mu, var)``: ``mu`` and ``var`` (the biased variance,
+    computed in float32 for half-precision input) are returned, not differentiable, so the
+    module can update its running statistics without a second pass over ``x``. ``gamma``
+    and ``beta`` may be ``None`` (``affine=False`` or ``bias=False``).
+
+    The backward pass is the compact formula (chapter "The backward pass"), rearranged so
+    that ``dx`` is two fused multiply-adds over the input:
+
+    .. math::
+
+        dx = \frac{\gamma}{\sqrt{\sigma^2+\varepsilon}}\Big(dy - \frac{\sum dy}{m}\Big)
+             - \frac{\gamma}{\sqrt{\sigma^2+\varepsilon}}\,\hat{x}\,\frac{\sum dy\,\hat{x}}{m}
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
+        xc = x.to(compute_dtype(x.dtype))
+        dims = _dims(x)
+        var, mu = torch.var_mean(xc, dim=dims, correction=0)
+        istd = torch.rsqrt(var + eps)
+        # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
+        scale = istd if gamma is None else gamma.to(xc.dtype) * istd
+        shift = -mu * scale if beta is None else beta.to(xc.dtype) - mu * scale
+        y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
+        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.mark_non_differentiable(mu, var)
+        return y.to(x.dtype), mu, var
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
+        x, gamma, mu, istd = ctx.saved_tensors
+        dims = _dims(x)
+        m = x.numel() // x.shape[1]
+        xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
+        x_hat = (xc - _per_feature(mu, x)) * _per_feature(istd, x)
+        dbeta = dyc.sum(dims)  # sum_i dy_i
+        dgamma = (dyc * x_hat).sum(dims)  # sum_i dy_i x_hat_i
+        dx = None
+        if ctx.needs_input_grad[0]:
+            k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
+            # dx = k * (dy - dbeta/m) - k * dgamma/m * x_hat
+            dx = torch.addcmul(_per_feature(-k * dbeta / m, x), dyc, _per_feature(k, x))
+            dx = torch.addcmul(dx, x_hat, _per_feature(-k * dgamma / m, x)).to(x.dtype)
+        dgamma_out = dgamma.to(gamma.dtype) if ctx.needs_input_grad[1] else None
+        dbeta_out = dbeta.to(gamma.dtype if gamma is not None else x.dtype) if ctx.needs_input_grad[2] else None
+        return dx, dgamma_out, dbeta_out, None
+
+
+class FrozenBatchNormFunction(torch.autograd.Function):
+    r"""Evaluation-mode batch norm with fixed statistics ``mu`` and ``var`` (the running ones).
+
+    ``apply(x, gamma, beta, mu, var, eps) -> y``. The statistics are constants here, so the
+    gradient of ``x`` has no batch sums: :math:`dx = dy\,\gamma/\sqrt{\sigma^2+\varepsilon}`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x, gamma, beta, mu, var, eps: float):
+        cdt = compute_dtype(x.dtype)
+        xc = x.to(cdt)
+        mu, istd = mu.to(cdt), torch.rsqrt(var.to(cdt) + eps)
+        scale = istd if gamma is None else gamma.to(cdt) * istd
+        shift = -mu * scale if beta is None else beta.to(cdt) - mu * scale
+        y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
+        ctx.save_for_backward(x, gamma, mu, istd)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor):
+        x, gamma, mu, istd = ctx.saved_tensors
+        dims = _dims(x)
+        dyc = dy.to(mu.dtype)
+        dx = dgamma = dbeta = None
+        if ctx.needs_input_grad[0]:
+            k = istd if gamma is None else gamma.to(mu.dtype) * istd
+            dx = (dyc * _per_feature(k, x)).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            x_hat = (x.to(mu.dtype) - _per_feature(mu, x)) * _per_feature(istd, x)
+            dgamma = (dyc * x_hat).sum(dims).to(gamma.dtype)
+        if ctx.needs_input_grad[2]:
+            dbeta = dyc.sum(dims).to(gamma.dtype if gamma is not None else x.dtype)
+        return dx, dgamma, dbeta, None, None, None
+
+
+class BatchNorm1d(nn.Module):
+    r"""A drop-in for ``torch.nn.BatchNorm1d`` (torch 2.13), forward and backward written by hand.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    Statistics are per feature, over ``N`` (or ``N`` and ``L``). Training normalizes with
+    the biased variance and stores the *unbiased* one (factor ``m/(m-1)``, ``m = N·L``) in
+    ``running_var``. The running averages follow
+    ``new = (1 - momentum)·old + momentum·batch``; this ``momentum`` differs from an
+    optimizer's and from Keras's (which weights the old value). ``momentum=None`` keeps the
+    cumulative average over ``num_batches_tracked``. Evaluation uses the running statistics
+    if they are tracked, else the batch's. Half-precision input (float16, bfloat16) is
+    normalized with float32 statistics and returned in its own dtype.
+
+    Unlike PyTorch, an input that raises leaves ``num_batches_tracked`` as it was.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variance inside the square root. Default: 1e-5
+        momentum: the new batch's weight, or ``None`` for a cumulative average. Default: 0.1
+        affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: ``True``
+        track_running_stats: keep ``running_mean``, ``running_var`` and
+            ``num_batches_tracked`` buffers. Default: ``True``
+        device: where parameters and buffers live. Default: ``None`` (the default device)
+        dtype: their dtype. Default: ``None`` (the default dtype)
+        bias: keyword only; learn ``bias`` (with ``affine``). Default: ``True``
+
+    Shape:
+        - Input: ``(N, C)`` or ``(N, C, L)``
+        - Output: same shape as the input
+    """
+
+    _version = 2
+    __constants__ = ["track_running_stats", "momentum", "eps", "num_features", "affine"]
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer(
+                "num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device)
+            )
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+        self.reset_parameters()
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, running variance 1, ``num_batches_tracked`` 0."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics, and ``weight = 1``, ``bias = 0``."""
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+            f"affine={self.affine}, bias={self.bias is not None}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        # As PyTorch: state dicts saved before version 2 have no num_batches_tracked.
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_input(self, x: Tensor, batch_stats: bool) -> int:
+        if x.dim() not in (2, 3):
+            raise ValueError(f"expected 2D or 3D input (got {x.dim()}D input)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected input with {self.num_features} features in dimension 1, "
+                f"got size {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"BatchNorm1d takes floating-point input, got {x.dtype}")
+        params = [t for t in (self.weight, self.running_mean) if t is not None]
+        if params and compute_dtype(x.dtype) != params[0].dtype and x.dtype != params[0].dtype:
+            raise TypeError(
+                f"input dtype {x.dtype} does not match the layer's {params[0].dtype}: cast the "
+                f"input or the layer (.to(dtype)); half-precision input takes float32 layers"
+            )
+        m = x.numel() // x.shape[1] if x.shape[1] else 0
+        if batch_stats and m == 1:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {x.size()}"
+            )
+        if self.eps < 0 or (batch_stats and self.eps == 0):
+            raise ValueError(f"batch_norm eps must be positive with batch statistics, got {self.eps}")
+        return m
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x``, ``(N, C)`` or ``(N, C, L)``, on ``x``'s device."""
+        batch_stats = self.training or self.running_mean is None
+        m = self._check_input(x, batch_stats)
+        # -- all checks passed: from here on, state may change --------------------------------
+        factor = 0.0
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        if m == 0:  # empty batch: empty output, statistics untouched (as PyTorch)
+            return x.clone()
+        if not batch_stats:
+            return FrozenBatchNormFunction.apply(
+                x, self.weight, self.bias, self.running_mean, self.running_var, self.eps
+            )
+        y, mu, var = BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
+        if self.training and self.track_running_stats:
+            with torch.no_grad():
+                self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
+                unbiased = var * (m / (m - 1))
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return y
