@@ -396,6 +396,12 @@ class BatchNorm1d:
             the layer's.
     """
 
+    # The training-mode kernels, ``(x, gamma, beta, eps) -> (y, cache)`` and
+    # ``(dy, cache) -> (dx, dgamma, dbeta)`` on ``(m, C)`` arrays; the cache needs ``mu`` and
+    # ``var``. bnlib.fused_numpy swaps in faster ones.
+    _forward_train = staticmethod(forward_train)
+    _backward_train = staticmethod(backward_compact)
+
     def __init__(
         self,
         num_features: int,
@@ -515,7 +521,7 @@ class BatchNorm1d:
             self._cache = None
             return np.empty_like(x)
         if batch_stats:
-            y2, cache = forward_train(x2, gamma, beta, self.eps)
+            y2, cache = self._forward_train(x2, gamma, beta, self.eps)
             if track:
                 momentum = (
                     1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
@@ -549,7 +555,7 @@ class BatchNorm1d:
         cache = self._cache
         dy2 = to_2d(dy).astype(self.dtype, copy=False)
         if cache.batch_stats:
-            dx2, dgamma, dbeta = backward_compact(dy2, cache)
+            dx2, dgamma, dbeta = self._backward_train(dy2, cache)
         else:
             dx2, dgamma, dbeta = backward_eval(dy2, cache)
         self.dgamma = dgamma if self.gamma is not None else None

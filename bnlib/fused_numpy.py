@@ -1,0 +1,269 @@
+r"""Batch normalization in NumPy with fewer trips to memory: the work is done in cache-sized blocks.
+
+**The idea.** NumPy runs one operation at a time over whole arrays. The staged layer's
+``x_hat = (x - mu) / sqrt(var + eps)`` reads ``x`` and writes a temporary ``x - mu``, then
+reads that back and writes ``x_hat``: every operation is a full pass over memory, and every
+temporary is fresh memory the operating system must hand over page by page. When the batch
+is larger than the cache, the passes, not the arithmetic, set the time.
+
+This module does the same arithmetic on blocks of rows small enough to stay in the cache
+(:data:`BLOCK_BYTES`). Inside a block, a chain of NumPy operations touches only cached
+memory; main memory sees each element once per pass:
+
+================  ===========================================  ==============================
+pass              reads and writes of ``(m, C)`` arrays          what it computes
+================  ===========================================  ==============================
+forward 1         read ``x``                                   ``mu``, ``var`` (per block, then combined)
+forward 2         read ``x``, write ``y``                      ``y = x·scale + shift``
+backward 1        read ``x``, ``dy``                           ``dbeta``, ``dgamma``
+backward 2        read ``x``, ``dy``, write ``dx``             ``dx``
+================  ===========================================  ==============================
+
+Eight array transfers for a training step, against about twenty for
+:func:`bnlib.numpy.forward_train` followed by :func:`bnlib.numpy.backward_compact`, and no
+temporary the size of ``x``. The statistics take one pass, not two: each block's mean and
+sum of squared deviations are exact (two passes over a block that sits in cache), and the
+blocks are merged with the law of total variance (:func:`merge_stats`), which keeps the
+variance accurate where the one-pass ``E[x²] - E[x]²`` cancels.
+
+The forward pass keeps only ``x``, ``mu`` and ``1/sqrt(var + eps)``: not ``x - mu``, not
+``x_hat``. :func:`forward_train` and :func:`backward` take ``out=`` to write into memory the
+caller already holds (``backward(dy, cache, out=dy)`` overwrites ``dy`` with ``dx``, which is
+safe); :class:`BatchNorm1d` is :class:`bnlib.numpy.BatchNorm1d` with these two kernels.
+The chapter "Benchmarks" measures all of this against ``torch.nn.BatchNorm1d``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from bnlib import numpy as bnp
+
+__all__ = [
+    "BLOCK_BYTES",
+    "rows_per_block",
+    "merge_stats",
+    "batch_stats",
+    "forward_train",
+    "backward",
+    "BatchNorm1d",
+]
+
+#: How many bytes of one ``(m, C)`` array a block holds. A pass holds up to four blocks at
+#: once (``x``, ``dy``, the output and a scratch block): a few MiB, which stay in the last-level
+#: cache. Smaller blocks mean more NumPy calls, each with a fixed cost of about a microsecond.
+BLOCK_BYTES = 1024 * 1024
+
+
+def rows_per_block(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> int:
+    """How many rows of ``x``, ``(m, C)``, fit in ``block_bytes`` (at least one)."""
+    return max(1, block_bytes // max(1, x.shape[1] * x.itemsize))
+
+
+def _blocks(m: int, rows: int) -> Iterator[slice]:
+    for start in range(0, m, rows):
+        yield slice(start, min(start + rows, m))
+
+
+# --------------------------------------------------------------------------------------------
+# The statistics in one pass: exact per block, merged pairwise.
+# --------------------------------------------------------------------------------------------
+
+
+def merge_stats(
+    counts: np.ndarray, means: np.ndarray, m2s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Merge per-block statistics into the batch's: the law of total variance.
+
+    Block :math:`b` holds :math:`n_b` rows with mean :math:`\bar x_b` and sum of squared
+    deviations :math:`M_{2,b} = \sum_{i \in b} (x_i - \bar x_b)^2`. With :math:`m = \sum_b n_b`:
+
+    .. math::
+
+        \mu_B = \frac{1}{m}\sum_b n_b\,\bar x_b, \qquad
+        m\,\sigma_B^2 = \sum_b M_{2,b} + \sum_b n_b\,(\bar x_b - \mu_B)^2
+
+    (the squared deviations within the blocks, plus those of the blocks' means). Every term
+    is a sum of non-negative numbers: nothing cancels, unlike :math:`E[x^2] - E[x]^2`.
+
+    Args:
+        counts: rows per block, ``(B,)``.
+        means: ``(B, C)``.
+        m2s: ``(B, C)``.
+
+    Returns:
+        ``(mu, var)``, each ``(C,)``, in float64.
+    """
+    counts = np.asarray(counts, dtype=np.float64)[:, None]
+    m = counts.sum()
+    mu = (counts * means).sum(axis=0) / m
+    var = (m2s.sum(axis=0) + (counts * (means - mu) ** 2).sum(axis=0)) / m
+    return mu, var
+
+
+def batch_stats(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    r"""The batch mean :math:`\mu_B` and biased variance :math:`\sigma_B^2` in one pass over ``x``.
+
+    Each block's mean and sum of squared deviations are exact (two passes over a block
+    that sits in cache); :func:`merge_stats` combines them in float64. The result has
+    ``x``'s dtype.
+
+    Args:
+        x: ``(m, C)``, ``m >= 1``.
+        block_bytes: the size of a block. Default: :data:`BLOCK_BYTES`
+
+    Returns:
+        ``(mu, var)``, each ``(C,)``.
+    """
+    m, c = x.shape
+    rows = rows_per_block(x, block_bytes)
+    blocks = list(_blocks(m, rows))
+    scratch = np.empty((min(rows, m), c), x.dtype)
+    means = np.empty((len(blocks), c), x.dtype)
+    m2s = np.empty((len(blocks), c), np.float64)
+    for i, block in enumerate(blocks):
+        xb, tmp = x[block], scratch[: block.stop - block.start]
+        np.mean(xb, axis=0, out=means[i])
+        np.subtract(xb, means[i], out=tmp)
+        m2s[i] = np.einsum("ij,ij->j", tmp, tmp)  # sum of squares, no temporary
+    counts = [block.stop - block.start for block in blocks]
+    mu, var = merge_stats(counts, means, m2s)
+    return mu.astype(x.dtype), var.astype(x.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# Forward and backward.
+# --------------------------------------------------------------------------------------------
+
+
+def forward_train(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    eps: float = 1e-5,
+    *,
+    out: np.ndarray | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[np.ndarray, bnp.Cache]:
+    r"""Training-mode batch norm in two passes over ``x``: the statistics, then ``y``.
+
+    :math:`y = \gamma\,(x - \mu_B)/\sqrt{\sigma_B^2 + \varepsilon} + \beta` is computed as
+    :math:`y = x \cdot s + t` with the per-feature :math:`s = \gamma/\sqrt{\sigma_B^2+\varepsilon}`
+    and :math:`t = \beta - \mu_B s`: one multiply and one add per element, on a block that is
+    still in cache after the multiply.
+
+    Args:
+        x: ``(m, C)``.
+        gamma: ``(C,)``.
+        beta: ``(C,)``.
+        eps: added to the variance. Default: 1e-5
+        out: where to write ``y``, ``(m, C)`` and ``x``'s dtype; not ``x`` itself, which the
+            backward pass needs. Default: ``None`` (a new array)
+        block_bytes: Default: :data:`BLOCK_BYTES`
+
+    Returns:
+        ``(y, cache)``. The :class:`bnlib.numpy.Cache` holds ``x``, ``mu``, ``var``, ``std``,
+        ``istd``, ``gamma``, ``eps``; its ``(m, C)`` intermediates ``xmu`` and ``x_hat`` are
+        ``None``, as :func:`backward` does not need them.
+    """
+    if out is None:
+        out = np.empty_like(x)
+    elif out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}, got {out.shape} {out.dtype}")
+    elif np.shares_memory(out, x):
+        raise ValueError("out must not overlap x: the backward pass reads x again")
+    mu, var = batch_stats(x, block_bytes)
+    std = np.sqrt(var + eps)
+    istd = (1 / std).astype(x.dtype)
+    scale = gamma * istd
+    shift = beta - mu * scale
+    for block in _blocks(x.shape[0], rows_per_block(x, block_bytes)):
+        np.multiply(x[block], scale, out=out[block])
+        np.add(out[block], shift, out=out[block])
+    return out, bnp.Cache(x, mu, None, var, std, istd, None, gamma, eps, True)
+
+
+def backward(
+    dy: np.ndarray,
+    cache: bnp.Cache,
+    *,
+    out: np.ndarray | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""The backward pass of :func:`forward_train` in two passes over ``x`` and ``dy``.
+
+    The first pass sums :math:`\sum_i dy_i` (``dbeta``) and :math:`\sum_i dy_i (x_i - \mu_B)`
+    (``dgamma`` times :math:`\sqrt{\sigma_B^2+\varepsilon}`). The second writes the compact
+    formula of the chapter "The backward pass", with :math:`k = \gamma/\sqrt{\sigma_B^2+\varepsilon}`:
+
+    .. math::
+
+        dx_i = k\,\Big(dy_i - \frac{\sum_j dy_j}{m}\Big)
+               - \frac{k}{m}\,\frac{\sum_j dy_j\hat x_j}{\sqrt{\sigma_B^2+\varepsilon}}\,(x_i - \mu_B)
+
+    Args:
+        dy: ``(m, C)``.
+        cache: from :func:`forward_train` (or :func:`bnlib.numpy.forward_train`).
+        out: where to write ``dx``; may be ``dy`` itself (each block of ``dy`` is read
+            before its ``dx`` is written). Default: ``None`` (a new array)
+        block_bytes: Default: :data:`BLOCK_BYTES`
+
+    Returns:
+        ``(dx, dgamma, dbeta)``: ``(m, C)``, ``(C,)``, ``(C,)``.
+    """
+    x, mu, istd, gamma = cache.x, cache.mu, cache.istd, cache.gamma
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape}, but x had shape {x.shape}")
+    if out is None:
+        out = np.empty_like(dy)
+    elif out.shape != dy.shape or out.dtype != dy.dtype:
+        raise ValueError(f"out must have dy's shape {dy.shape} and dtype {dy.dtype}, got {out.shape} {out.dtype}")
+    elif np.shares_memory(out, x):
+        raise ValueError("out must not overlap x: dx is computed from it")
+    m, c = x.shape
+    rows = rows_per_block(x, block_bytes)
+    scratch = np.empty((min(rows, m), c), x.dtype)
+    # Pass 1: the two sums, per block, then added up in float64.
+    blocks = list(_blocks(m, rows))
+    dbetas = np.empty((len(blocks), c), x.dtype)
+    dots = np.empty((len(blocks), c), x.dtype)
+    for i, block in enumerate(blocks):
+        tmp = scratch[: block.stop - block.start]
+        np.sum(dy[block], axis=0, out=dbetas[i])
+        np.subtract(x[block], mu, out=tmp)
+        np.einsum("ij,ij->j", tmp, dy[block], out=dots[i])  # sum_i dy_i (x_i - mu)
+    dbeta = dbetas.sum(axis=0, dtype=np.float64)
+    dot = dots.sum(axis=0, dtype=np.float64)
+    dgamma = (dot * istd).astype(x.dtype)  # sum_i dy_i x_hat_i
+    dbeta = dbeta.astype(x.dtype)
+    # Pass 2: dx = k·dy + a·(x - mu) + b, per feature k, a, b.
+    k = gamma * istd
+    a = -k * dgamma * istd / m
+    b = -k * dbeta / m
+    for block in blocks:
+        tmp = scratch[: block.stop - block.start]
+        np.multiply(dy[block], k, out=tmp)  # read dy's block before out (maybe dy) is written
+        np.subtract(x[block], mu, out=out[block])
+        np.multiply(out[block], a, out=out[block])
+        np.add(out[block], tmp, out=out[block])
+        np.add(out[block], b, out=out[block])
+    return out, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------------------------
+# The layer.
+# --------------------------------------------------------------------------------------------
+
+
+class BatchNorm1d(bnp.BatchNorm1d):
+    r""":class:`bnlib.numpy.BatchNorm1d` with the blocked kernels of this module in training mode.
+
+    Same constructor, semantics and state dict (those of ``torch.nn.BatchNorm1d``); only the
+    training-mode forward and backward differ: :func:`forward_train` and :func:`backward`.
+    Evaluation mode is already a single pass and is unchanged.
+    """
+
+    _forward_train = staticmethod(forward_train)
+    _backward_train = staticmethod(backward)
