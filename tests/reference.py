@@ -30,6 +30,7 @@ class Config:
     momentum: float | None = 0.1
     affine: bool = True
     track_running_stats: bool = True
+    bias: bool = True
     train_steps: int = 3
     eval_steps: int = 1
     seed: int = 0
@@ -45,6 +46,7 @@ class Config:
             momentum=self.momentum,
             affine=self.affine,
             track_running_stats=self.track_running_stats,
+            bias=self.bias,
         )
 
 
