@@ -61,19 +61,30 @@ class Step:
     x: np.ndarray | None = None
     dy: np.ndarray | None = None
 
-    def dx_scale(self, eps: float) -> float:
-        """The size of dx's terms, gamma·dy/sqrt(var + eps), before they cancel.
-
-        In training, dx is a difference of terms of this size, and is nearly zero when the
-        batch is tiny (with N = 2 every correct dx is ~0): compare dx relative to this scale.
-        """
+    def _stats(self, eps: float):
         x2 = self.x if self.x.ndim == 2 else self.x.transpose(0, 2, 1).reshape(-1, self.x.shape[1])
+        dy2 = self.dy if self.dy.ndim == 2 else self.dy.transpose(0, 2, 1).reshape(-1, self.dy.shape[1])
         if self.training or "running_var" not in self.state:
-            var = x2.var(axis=0)
+            mu, var = x2.mean(axis=0), x2.var(axis=0)
         else:
+            mu = self.state["running_mean"].astype(np.float64)
             var = self.state["running_var"].astype(np.float64)
+        return x2, dy2, (x2 - mu) / np.sqrt(var + eps), var
+
+    def scales(self, eps: float) -> dict[str, float]:
+        """The size of the terms each gradient is a sum of, before they cancel.
+
+        dx is a difference of terms of size gamma·dy/sqrt(var + eps), nearly zero for tiny
+        batches (with N = 2 every correct dx is ~0); dgamma and dbeta are sums over the batch
+        of dy·x_hat and dy. Rounding errors scale with these, not with the results.
+        """
+        _, dy2, x_hat, var = self._stats(eps)
         gamma = np.abs(self.state.get("weight", np.ones(1))).max()
-        return float(np.abs(self.dy).max() * gamma / np.sqrt(var.min() + eps))
+        return {
+            "dx": float(np.abs(dy2).max() * gamma / np.sqrt(var.min() + eps)),
+            "dgamma": float(np.abs(dy2 * x_hat).sum(axis=0).max()),
+            "dbeta": float(np.abs(dy2).sum(axis=0).max()),
+        }
 
 
 def randomize(layer: nn.Module, rng: np.random.Generator) -> None:
@@ -172,12 +183,13 @@ def assert_same_steps(ours: list[Step], ref: list[Step], rtol: float, name: str,
     for i, (a, b) in enumerate(zip(ours, ref)):
         where = f"{name}, step {i} ({'train' if b.training else 'eval'})"
         assert_close(a.y, b.y, rtol, f"{where}: y")
-        assert_close(a.dx, b.dx, rtol, f"{where}: dx", scale=b.dx_scale(eps))
+        scales = b.scales(eps)
+        assert_close(a.dx, b.dx, rtol, f"{where}: dx", scale=scales["dx"])
         for g in ("dgamma", "dbeta"):
             if getattr(b, g) is None:
                 assert getattr(a, g) is None, f"{where}: {g} should be None"
             else:
-                assert_close(getattr(a, g), getattr(b, g), rtol, f"{where}: {g}")
+                assert_close(getattr(a, g), getattr(b, g), rtol, f"{where}: {g}", scale=scales[g])
         assert list(a.state) == list(b.state), f"{where}: state_dict keys"
         for k in b.state:
             if k == "num_batches_tracked":
