@@ -400,7 +400,8 @@ class BatchNorm1d:
 
     # The training-mode kernels, ``(x, gamma, beta, eps) -> (y, cache)`` and
     # ``(dy, cache) -> (dx, dgamma, dbeta)`` on ``(m, C)`` arrays; the cache needs ``mu`` and
-    # ``var``. bnlib.fused_numpy swaps in faster ones.
+    # ``var``. bnlib.fused_numpy swaps in faster ones (and computes in the layer's dtype,
+    # overriding ``_to_compute``).
     _forward_train = staticmethod(forward_train)
     _backward_train = staticmethod(backward_compact)
 
@@ -498,6 +499,10 @@ class BatchNorm1d:
             )
         return x
 
+    def _to_compute(self, a: np.ndarray) -> np.ndarray:
+        """``a`` as ``(m, C)`` in the dtype the arithmetic is done in: a float64 copy."""
+        return to_2d(a).astype(np.float64)
+
     def _uses_batch_stats(self) -> bool:
         return self.training or self.running_mean is None
 
@@ -513,10 +518,10 @@ class BatchNorm1d:
         if self.eps < 0 or (batch_stats and self.eps == 0):
             raise ValueError(f"batch_norm eps must be positive with batch statistics, got {self.eps}")
         # -- all checks passed: from here on, state may change --------------------------------
-        x2 = to_2d(x).astype(np.float64)
-        ones, zeros = np.ones(self.num_features), np.zeros(self.num_features)
-        gamma = ones if self.gamma is None else self.gamma.astype(np.float64)
-        beta = zeros if self.beta is None else self.beta.astype(np.float64)
+        x2 = self._to_compute(x)
+        ones, zeros = np.ones(self.num_features, x2.dtype), np.zeros(self.num_features, x2.dtype)
+        gamma = ones if self.gamma is None else self.gamma.astype(x2.dtype)
+        beta = zeros if self.beta is None else self.beta.astype(x2.dtype)
         track = self.training and self.track_running_stats
         if track:
             self.num_batches_tracked += 1
@@ -568,7 +573,7 @@ class BatchNorm1d:
         if dy.shape != self._shape:
             raise ValueError(f"dy has shape {dy.shape}, but the last output had shape {self._shape}")
         cache = self._cache
-        dy2 = to_2d(dy).astype(np.float64)
+        dy2 = self._to_compute(dy)
         if cache.batch_stats:
             dx2, dgamma, dbeta = self._backward_train(dy2, cache)
         else:
