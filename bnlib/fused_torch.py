@@ -1,0 +1,172 @@
+r"""Batch normalization in PyTorch as four loops over memory: plain code, fused by ``torch.compile``.
+
+**The idea.** Eager PyTorch runs one kernel per operation, and each kernel reads its inputs
+from memory and writes its output back: :class:`bnlib.torch.BatchNormFunction` is careful,
+and still makes about twenty trips over tensors the size of ``x`` per training step.
+``torch.compile`` reads a whole function, sees which operations can share a loop, and emits
+one loop for each group (C++ with OpenMP on a CPU, Triton on a GPU). Written plainly, batch
+norm compiles into four loops:
+
+==============  ========================================  ========================================
+loop            reads and writes (tensors the size of x)  computes
+==============  ========================================  ========================================
+forward 1       read ``x``                                ``mu`` and ``var`` together (Welford)
+forward 2       read ``x``, write ``y``                   ``y = (x - mu)·istd·gamma + beta``
+backward 1      read ``x``, ``dy``                        ``dbeta`` and ``dgamma`` together
+backward 2      read ``x``, ``dy``, write ``dx``          ``dx``
+==============  ========================================  ========================================
+
+Eight transfers, the fewest for a batch that does not fit in cache (the statistics must be
+complete before the first output can be written). The forward pass saves ``x``, ``mu`` and
+``istd = 1/sqrt(var + eps)`` for the backward pass, and no tensor the size of ``x``
+besides ``x`` itself: ``x_hat`` is recomputed where it is needed, which costs arithmetic,
+not memory traffic.
+
+:func:`forward_train` and :func:`backward_train` are the two functions ``torch.compile`` sees;
+:class:`FusedBatchNormFunction` puts them under autograd, and :class:`BatchNorm1d` is
+:class:`bnlib.torch.BatchNorm1d` using them. With ``compiled=False`` the same functions run
+eagerly, one kernel per operation, which shows what the compiler buys (chapter "Benchmarks").
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from bnlib import torch as bnt
+
+__all__ = ["forward_train", "backward_train", "compile_once", "FusedBatchNormFunction", "BatchNorm1d"]
+
+
+def _dims(x: Tensor) -> list[int]:
+    return [0] if x.dim() == 2 else [0, 2]
+
+
+def _per_feature(v: Tensor, x: Tensor) -> Tensor:
+    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
+
+
+def forward_train(
+    x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Training-mode batch norm: :math:`y = \gamma\,(x - \mu_B)/\sqrt{\sigma_B^2 + \varepsilon} + \beta`.
+
+    Args:
+        x: ``(N, C)`` or ``(N, C, L)``; half precision is computed in float32.
+        gamma: ``(C,)`` or ``None`` (no scale).
+        beta: ``(C,)`` or ``None`` (no shift).
+        eps: added to the variance.
+
+    Returns:
+        ``(y, mu, var, istd)``: ``y`` like ``x``; the batch mean, the biased batch variance
+        and :math:`1/\sqrt{\sigma_B^2+\varepsilon}`, each ``(C,)`` in the compute dtype.
+    """
+    xc = x.to(bnt.compute_dtype(x.dtype))
+    var, mu = torch.var_mean(xc, _dims(x), correction=0)  # one loop: Welford's algorithm
+    istd = torch.rsqrt(var + eps)
+    x_hat = (xc - _per_feature(mu, x)) * _per_feature(istd, x)
+    y = x_hat
+    if gamma is not None:
+        y = y * _per_feature(gamma.to(xc.dtype), x)
+    if beta is not None:
+        y = y + _per_feature(beta.to(xc.dtype), x)
+    return y.to(x.dtype), mu, var, istd
+
+
+def backward_train(
+    dy: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The backward pass of :func:`forward_train`, the compact formula of the chapter "The backward pass".
+
+    .. math::
+
+        dx = \frac{\gamma}{\sqrt{\sigma_B^2+\varepsilon}}\Big(dy - \frac{1}{m}\sum dy
+             - \hat x\,\frac{1}{m}\sum dy\,\hat x\Big)
+
+    Args:
+        dy: the upstream gradient, like ``x``.
+        x: the forward pass's input.
+        gamma: ``(C,)`` or ``None``.
+        mu: the batch mean from :func:`forward_train`.
+        istd: :math:`1/\sqrt{\sigma_B^2+\varepsilon}` from :func:`forward_train`.
+
+    Returns:
+        ``(dx, dgamma, dbeta)``: ``dx`` like ``x``; ``dgamma`` and ``dbeta`` ``(C,)`` in the
+        compute dtype.
+    """
+    dims = _dims(x)
+    m = x.numel() // x.shape[1]
+    dyc = dy.to(mu.dtype)
+    x_hat = (x.to(mu.dtype) - _per_feature(mu, x)) * _per_feature(istd, x)
+    dbeta = dyc.sum(dims)
+    dgamma = (dyc * x_hat).sum(dims)  # with dbeta: one loop over x and dy
+    k = istd if gamma is None else gamma.to(mu.dtype) * istd
+    dx = _per_feature(k, x) * (dyc - _per_feature(dbeta / m, x) - x_hat * _per_feature(dgamma / m, x))
+    return dx.to(x.dtype), dgamma, dbeta
+
+
+@functools.cache
+def compile_once(fn: Callable) -> Callable:
+    """``torch.compile(fn)``, made once per function (compiling happens at the first call).
+
+    ``fullgraph=True``: the whole function must become one graph, or compiling fails loudly
+    rather than falling back to eager pieces. On a CPU this needs a C++ compiler; the first
+    call for a new shape takes seconds (the chapter "Benchmarks" times only later calls).
+    """
+    return torch.compile(fn, fullgraph=True)
+
+
+class FusedBatchNormFunction(torch.autograd.Function):
+    """:func:`forward_train` and :func:`backward_train` as an autograd function.
+
+    ``apply(x, gamma, beta, eps, use_compiler) -> (y, mu, var)``, the contract of
+    :class:`bnlib.torch.BatchNormFunction` plus ``use_compiler`` (run the compiled kernels,
+    or the same functions eagerly).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float, use_compiler: bool):
+        run = compile_once(forward_train) if use_compiler else forward_train
+        y, mu, var, istd = run(x, gamma, beta, eps)
+        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.use_compiler = use_compiler
+        ctx.mark_non_differentiable(mu, var)
+        return y, mu, var
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
+        x, gamma, mu, istd = ctx.saved_tensors
+        run = compile_once(backward_train) if ctx.use_compiler else backward_train
+        dx, dgamma, dbeta = run(dy, x, gamma, mu, istd)
+        param_dtype = gamma.dtype if gamma is not None else x.dtype
+        return (
+            dx if ctx.needs_input_grad[0] else None,
+            dgamma.to(param_dtype) if ctx.needs_input_grad[1] else None,
+            dbeta.to(param_dtype) if ctx.needs_input_grad[2] else None,
+            None,
+            None,
+        )
+
+
+class BatchNorm1d(bnt.BatchNorm1d):
+    r""":class:`bnlib.torch.BatchNorm1d` whose training mode runs the compiled kernels of this module.
+
+    A drop-in for ``torch.nn.BatchNorm1d``: same constructor, semantics, state dict and
+    evaluation mode, plus one keyword.
+
+    Args:
+        compiled: run :func:`forward_train` and :func:`backward_train` through ``torch.compile``; with
+            ``False``, run them eagerly. Keyword only. Default: ``True``
+
+    (The other arguments are those of :class:`bnlib.torch.BatchNorm1d`.)
+    """
+
+    def __init__(self, *args: Any, compiled: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.compiled = compiled
+
+    def _normalize_with_batch_stats(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return FusedBatchNormFunction.apply(x, self.weight, self.bias, self.eps, self.compiled)
