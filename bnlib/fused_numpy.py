@@ -27,8 +27,8 @@ blocks are merged with the law of total variance (:func:`merge_stats`), which ke
 variance accurate where the one-pass ``E[x²] - E[x]²`` cancels.
 
 The forward pass keeps only ``x``, ``mu`` and ``1/sqrt(var + eps)``: not ``x - mu``, not
-``x_hat``. :func:`forward_train` and :func:`backward` take ``out=`` to write into memory the
-caller already holds (``backward(dy, cache, out=dy)`` overwrites ``dy`` with ``dx``, which is
+``x_hat``. :func:`forward_train` and :func:`backward_train` take ``out=`` to write into memory the
+caller already holds (``backward_train(dy, cache, out=dy)`` overwrites ``dy`` with ``dx``, which is
 safe); :class:`BatchNorm1d` is :class:`bnlib.numpy.BatchNorm1d` with these two kernels.
 The chapter "Benchmarks" measures all of this against ``torch.nn.BatchNorm1d``.
 """
@@ -43,11 +43,12 @@ from bnlib import numpy as bnp
 
 __all__ = [
     "BLOCK_BYTES",
+    "MAX_ROWS",
     "rows_per_block",
     "merge_stats",
     "batch_stats",
     "forward_train",
-    "backward",
+    "backward_train",
     "BatchNorm1d",
 ]
 
@@ -57,9 +58,14 @@ __all__ = [
 BLOCK_BYTES = 1024 * 1024
 
 
+#: At most this many rows per block: NumPy sums a block's rows one after the other in the
+#: array's dtype, so in float32 the rounding error of a block's sums grows with its length.
+MAX_ROWS = 4096
+
+
 def rows_per_block(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> int:
-    """How many rows of ``x``, ``(m, C)``, fit in ``block_bytes`` (at least one)."""
-    return max(1, block_bytes // max(1, x.shape[1] * x.itemsize))
+    """How many rows of ``x``, ``(m, C)``, fit in ``block_bytes``: between 1 and :data:`MAX_ROWS`."""
+    return min(MAX_ROWS, max(1, block_bytes // max(1, x.shape[1] * x.itemsize)))
 
 
 def _blocks(m: int, rows: int) -> Iterator[slice]:
@@ -106,8 +112,8 @@ def merge_stats(
 def batch_stats(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
     r"""The batch mean :math:`\mu_B` and biased variance :math:`\sigma_B^2` in one pass over ``x``.
 
-    Each block's mean and sum of squared deviations are exact (two passes over a block
-    that sits in cache); :func:`merge_stats` combines them in float64. The result has
+    Each block's mean (summed in float64) and sum of squared deviations are computed while
+    the block is in cache; :func:`merge_stats` combines them in float64. The result has
     ``x``'s dtype.
 
     Args:
@@ -121,13 +127,15 @@ def batch_stats(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarr
     rows = rows_per_block(x, block_bytes)
     blocks = list(_blocks(m, rows))
     scratch = np.empty((min(rows, m), c), x.dtype)
-    means = np.empty((len(blocks), c), x.dtype)
-    m2s = np.empty((len(blocks), c), np.float64)
+    means = np.empty((len(blocks), c))
+    m2s = np.empty((len(blocks), c))
     for i, block in enumerate(blocks):
         xb, tmp = x[block], scratch[: block.stop - block.start]
-        np.mean(xb, axis=0, out=means[i])
-        np.subtract(xb, means[i], out=tmp)
+        np.mean(xb, axis=0, dtype=np.float64, out=means[i])
+        center = means[i].astype(x.dtype)  # the mean, rounded to x's precision
+        np.subtract(xb, center, out=tmp)
         m2s[i] = np.einsum("ij,ij->j", tmp, tmp)  # sum of squares, no temporary
+        m2s[i] -= len(xb) * (means[i] - center) ** 2  # about the exact mean, not the rounded one
     counts = [block.stop - block.start for block in blocks]
     mu, var = merge_stats(counts, means, m2s)
     return mu.astype(x.dtype), var.astype(x.dtype)
@@ -166,7 +174,7 @@ def forward_train(
     Returns:
         ``(y, cache)``. The :class:`bnlib.numpy.Cache` holds ``x``, ``mu``, ``var``, ``std``,
         ``istd``, ``gamma``, ``eps``; its ``(m, C)`` intermediates ``xmu`` and ``x_hat`` are
-        ``None``, as :func:`backward` does not need them.
+        ``None``, as :func:`backward_train` does not need them.
     """
     if out is None:
         out = np.empty_like(x)
@@ -185,7 +193,7 @@ def forward_train(
     return out, bnp.Cache(x, mu, None, var, std, istd, None, gamma, eps, True)
 
 
-def backward(
+def backward_train(
     dy: np.ndarray,
     cache: bnp.Cache,
     *,
@@ -262,7 +270,7 @@ class BatchNorm1d(bnp.BatchNorm1d):
 
     Same constructor, semantics and state dict (those of ``torch.nn.BatchNorm1d``). Two
     differences, both for speed: the training-mode forward and backward are
-    :func:`forward_train` and :func:`backward`, and the arithmetic is done in the layer's
+    :func:`forward_train` and :func:`backward_train`, and the arithmetic is done in the layer's
     dtype (float32 for a float16 layer), not in float64. Like PyTorch, the layer keeps a
     reference to ``(N, C)`` input rather than a copy: changing ``x`` in place between
     ``forward`` and ``backward`` changes the gradient (PyTorch would raise; NumPy cannot
@@ -270,7 +278,7 @@ class BatchNorm1d(bnp.BatchNorm1d):
     """
 
     _forward_train = staticmethod(forward_train)
-    _backward_train = staticmethod(backward)
+    _backward_train = staticmethod(backward_train)
 
     def _to_compute(self, a: np.ndarray) -> np.ndarray:
         dtype = np.float32 if self.dtype == np.float16 else self.dtype

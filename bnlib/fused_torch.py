@@ -112,11 +112,14 @@ def backward_train(
 def compile_once(fn: Callable) -> Callable:
     """``torch.compile(fn)``, made once per function (compiling happens at the first call).
 
-    ``fullgraph=True``: the whole function must become one graph, or compiling fails loudly
-    rather than falling back to eager pieces. On a CPU this needs a C++ compiler; the first
-    call for a new shape takes seconds (the chapter "Benchmarks" times only later calls).
+    Each of :func:`forward_train` and :func:`backward_train` compiles into one graph (the
+    tests check it with ``torch._dynamo.explain``). Each new dtype, rank, or ``None``
+    parameter compiles again; a second batch size compiles a version for any size. Past
+    ``torch._dynamo.config.recompile_limit`` versions the function runs eagerly, which is
+    slower but still right. On a CPU this needs a C++ compiler; the first call for a new
+    variant takes seconds (the chapter "Benchmarks" times only later calls).
     """
-    return torch.compile(fn, fullgraph=True)
+    return torch.compile(fn)
 
 
 class FusedBatchNormFunction(torch.autograd.Function):

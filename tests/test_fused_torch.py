@@ -1,0 +1,84 @@
+"""bnlib.fused_torch: plain forward and backward functions, compiled into four loops; nn.BatchNorm1d's numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from torch import nn
+
+import bnlib.fused_torch as ft
+from reference import DTYPES, Config, _torch_steps, assert_same_steps, randomize, run_side_by_side
+from test_numpy import configs
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
+
+def fused_steps(cfg: Config, compiled: bool):
+    """Play ``cfg`` on the fused layer, from the start state run_side_by_side gives nn.BatchNorm1d."""
+    _, tdtype = DTYPES[cfg.dtype]
+    start = nn.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
+    randomize(start, np.random.default_rng(cfg.seed))
+    layer = ft.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype, compiled=compiled)
+    layer.load_state_dict(start.state_dict())
+    return _torch_steps(layer, cfg, tdtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(configs("float64"))
+def test_eager_fused_layer_matches_pytorch_float64(cfg):
+    want = run_side_by_side(cfg)["torch.nn"]
+    assert_same_steps(fused_steps(cfg, compiled=False), want, rtol=1e-10, name="fused_torch", eps=cfg.eps)
+
+
+@settings(max_examples=20, deadline=None)
+@given(configs("float32"))
+def test_eager_fused_layer_matches_pytorch_float32(cfg):
+    want = run_side_by_side(cfg)["torch.nn"]
+    assert_same_steps(fused_steps(cfg, compiled=False), want, rtol=2e-5, name="fused_torch", eps=cfg.eps)
+
+
+# Compiling takes seconds per variant (dtype, rank, affine): a few representative ones.
+COMPILED = [
+    Config(n=64, c=16, dtype="float32"),
+    Config(n=9, c=5, length=7, dtype="float32", momentum=None, eps=1e-3),
+    Config(n=33, c=4, dtype="float64", affine=False),
+    Config(n=12, c=3, dtype="float32", bias=False, track_running_stats=False),
+]
+
+
+@pytest.mark.parametrize("cfg", COMPILED, ids=lambda c: f"{c.shape}-{c.dtype}-affine{c.affine}-bias{c.bias}")
+def test_compiled_fused_layer_matches_pytorch(cfg, inductor_cache):
+    want = run_side_by_side(cfg)["torch.nn"]
+    rtol = 1e-10 if cfg.dtype == "float64" else 2e-5
+    assert_same_steps(fused_steps(cfg, compiled=True), want, rtol=rtol, name="fused_torch", eps=cfg.eps)
+
+
+@pytest.mark.parametrize("fn, args", [
+    (ft.forward_train, lambda x, g: (x, g, g, 1e-5)),
+    (ft.backward_train, lambda x, g: (x, x, g, g, g)),
+], ids=["forward", "backward"])
+def test_each_pass_compiles_into_one_graph_without_breaks(fn, args, inductor_cache):
+    x, g = torch.randn(32, 8), torch.rand(8) + 0.5
+    explanation = torch._dynamo.explain(fn)(*args(x, g))
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_backward_keeps_only_x_and_per_feature_tensors():
+    layer = ft.BatchNorm1d(8, compiled=False)
+    x = torch.randn(64, 8, requires_grad=True)
+    y = layer(x)
+    saved = [t for t in y.grad_fn.saved_tensors if t is not None]
+    big = [t for t in saved if t.numel() == x.numel()]
+    assert len(big) == 1 and big[0].data_ptr() == x.data_ptr()  # x itself, not a copy nor x_hat
+    assert all(t.shape == (8,) for t in saved if t.numel() != x.numel())
+
+
+def test_half_precision_input_uses_float32_statistics():
+    x = (torch.randn(64, 4) * 0.01 + 100).half()
+    ours, ref = ft.BatchNorm1d(4, compiled=False), nn.BatchNorm1d(4)
+    y_ours, y_ref = ours(x), ref(x)
+    assert y_ours.dtype == torch.float16
+    torch.testing.assert_close(y_ours, y_ref, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
