@@ -359,8 +359,7 @@ def run(
             try:
                 forward, forward_backward = k.prepare(x, dy)
                 calls[k.name] = {"forward": forward, "forward+backward": forward_backward}
-                for mode in modes:  # warm up: compilation, first-touch of buffers
-                    calls[k.name][mode]()
+                for mode in modes:  # warm up: compilation, caches, lazy initialisation
                     calls[k.name][mode]()
             except Exception as e:
                 errors[k.name] = f"{type(e).__name__}: {e}"

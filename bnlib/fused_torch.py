@@ -113,13 +113,13 @@ def compile_once(fn: Callable) -> Callable:
     """``torch.compile(fn)``, made once per function (compiling happens at the first call).
 
     Each of :func:`forward_train` and :func:`backward_train` compiles into one graph (the
-    tests check it with ``torch._dynamo.explain``). Each new dtype, rank, or ``None``
-    parameter compiles again; a second batch size compiles a version for any size. Past
+    tests check it with ``torch._dynamo.explain``), for any batch size (``dynamic=True``):
+    only a new dtype, rank, or ``None`` parameter compiles again. Past
     ``torch._dynamo.config.recompile_limit`` versions the function runs eagerly, which is
     slower but still right. On a CPU this needs a C++ compiler; the first call for a new
     variant takes seconds (the chapter "Benchmarks" times only later calls).
     """
-    return torch.compile(fn)
+    return torch.compile(fn, dynamic=True)
 
 
 class FusedBatchNormFunction(torch.autograd.Function):
