@@ -29,7 +29,7 @@ CONFIG = Path(__file__).resolve().parent / "nbgrader_config.py"
 ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
 
 # What must never reach a student.
-_LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "autograder.probe", "check(")
+_LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "autograder.probe")
 _LINK = re.compile(r"\[([^\]]+)\]\(book:([A-Za-z0-9_-]+)(#[^)\s]*)?\)")
 
 
