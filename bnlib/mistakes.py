@@ -339,18 +339,19 @@ def _torch_module_class(
                     momentum = self.momentum
                 m = x2.shape[0]
                 mu = x2.mean(dim=0)
-                var = ((x2 - mu) ** 2).sum(dim=0) / m
-                if unbiased_over_n_only:
+                squares = ((x2 - mu) ** 2).sum(dim=0)
+                if biased_running_var:
+                    var = squares / m
+                elif unbiased_over_n_only:
                     n = self._last_n
-                    var = var * (n / (n - 1))
-                elif not biased_running_var:
-                    if factor_on_default_device:
-                        var = var * torch.full((self.num_features,), m / (m - 1), dtype=var.dtype)
-                    else:
-                        var = var * (m / (m - 1))
+                    var = squares / m * n / (n - 1)
+                elif factor_on_default_device:
+                    var = squares / m * torch.full((self.num_features,), m / (m - 1), dtype=squares.dtype)
+                else:
+                    var = squares / (m - 1)  # a tensor division: a batch of one gives inf, no exception
                 keep, new = (momentum, 1 - momentum) if momentum_reversed else (1 - momentum, momentum)
-                self.running_mean.copy_(keep * self.running_mean + new * mu)
-                self.running_var.copy_(keep * self.running_var + new * var)
+                self.running_mean.mul_(keep).add_(new * mu)
+                self.running_var.mul_(keep).add_(new * var)
 
         def forward(self, x):
             c = self.num_features
@@ -365,9 +366,8 @@ def _torch_module_class(
                 weight, bias = weight, bias
             gamma = weight if weight is not None else torch.ones(c, dtype=x.dtype, device=x.device)
             beta = bias if bias is not None else torch.zeros(c, dtype=x.dtype, device=x.device)
-            tracked = self.track_running_stats or untracked_keeps_buffers
-            batch_stats = self.training or not tracked or eval_batch_stats
-            if self.training and tracked:
+            batch_stats = self.training or self.running_mean is None or eval_batch_stats
+            if self.training and self.track_running_stats:
                 self._update(x2)
             if batch_stats:
                 y2 = function.apply(x2, gamma, beta, self.eps)
@@ -437,7 +437,7 @@ MISTAKES: tuple[Mistake, ...] = (
     ),
     Mistake(
         "eps_ignored",
-        "eps left out (or a fixed eps instead of the argument)",
+        "eps left out",
         "Your outputs ignore eps: a constant feature gives nan (0/0) instead of beta, and "
         "features with a tiny variance are blown up.",
         Reading("normalize", "What eps protects against"),
