@@ -170,6 +170,11 @@ def _batch_norm_op_recorder(found: set):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class BatchNormOps(TorchDispatchMode):
+        @classmethod
+        def _should_skip_dynamo(cls) -> bool:
+            # nothing is compiled in here; saying so spares importing torch._dynamo (1-2 s)
+            return False
+
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             name = str(func)
             if any(k in name for k in NORM_KERNELS):

@@ -22,7 +22,7 @@ from typing import Any
 
 import nbformat
 
-from tests.student_code import ROOT, hidden_test_sources
+from student_code import ROOT, hidden_test_sources
 
 _RUNNER = textwrap.dedent(
     """

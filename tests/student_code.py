@@ -650,3 +650,24 @@ sys.modules["bnlib.numpy"] = fake
 import builtins
 builtins.AssertionError = type("AssertionError", (Exception,), {})
 '''
+
+
+def stub_sources(assignment: str) -> dict[str, str]:
+    """The solution cells as students receive them: each solution region replaced by nbgrader's stub."""
+    out = {}
+    for cell in solution_notebook(assignment).cells:
+        meta = _nbgrader(cell)
+        if not meta.get("solution"):
+            continue
+        lines, inside = [], False
+        for line in cell.source.splitlines():
+            if "### BEGIN SOLUTION" in line:
+                indent = line[: len(line) - len(line.lstrip())]
+                lines += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
+                inside = True
+            elif "### END SOLUTION" in line:
+                inside = False
+            elif not inside:
+                lines.append(line)
+        out[meta["grade_id"]] = "\n".join(lines)
+    return out
