@@ -10,9 +10,11 @@ Sandbox side (student process):
     :mod:`autograder.scenarios`  one scenario per graded behaviour, run on the student's functions
 
 Trusted side (instructor process):
-    :mod:`autograder.judge`      verdicts: compares a scenario's record with bnlib and names mistakes
-    :mod:`autograder.release`    the student notebooks, generated with nbgrader
-    :mod:`autograder.cli`        ``python -m autograder {release,...}``
+    :mod:`autograder.judge`          verdicts: compares a scenario's record with bnlib and names mistakes
+    :mod:`autograder.release`        the student notebooks, generated with nbgrader
+    :mod:`autograder.preprocessors`  nbgrader preprocessors for deleted and duplicated graded cells
+    :mod:`autograder.cli`            ``python -m autograder {release,...}``
+    ``nbgrader_config.py``           nbgrader's configuration for the course
 """
 
 __all__: list[str] = []

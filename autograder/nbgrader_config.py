@@ -14,7 +14,7 @@ copies in ``_build/autograded/``, feedback in ``_build/feedback/`` and the grade
 Links to the course book: the notebooks link chapters as ``book:<chapter>``; the release
 rewrites them to ``<book URL>/book/<chapter>.html`` when a book URL is set (``html.baseurl``
 in ``_config.yml``, or the environment variable ``BN_BOOK_URL``), and otherwise leaves the
-chapter's name in plain text (see ``autograder/release.py``).
+link's text (the chapter's title) as plain text (see ``autograder/release.py``).
 """
 
 import os

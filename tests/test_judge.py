@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import shutil
 
 import nbformat
 import numpy as np
@@ -287,9 +288,13 @@ def _channel_verdicts(tmp_path, assignment, sources, extra_cells, seed=9):
         judge_release(assignment), as_version=4
     )
     nb = fill(released, sources, extra_cells)
-    proc = run_channel(with_hidden_tests(nb, assignment), tmp_path / "channel", seed)
-    assert proc.returncode == 0, proc.stderr
-    return judge_channel(nb, tmp_path / "channel", seed), proc
+    channel = tmp_path / "channel"
+    try:
+        proc = run_channel(with_hidden_tests(nb, assignment), channel, seed)
+        assert proc.returncode == 0, proc.stderr
+        return judge_channel(nb, channel, seed), proc
+    finally:
+        shutil.rmtree(channel, ignore_errors=True)
 
 
 def judge_release(assignment):
