@@ -321,3 +321,35 @@ def test_patching_comparisons_and_bnlib_in_the_notebook_changes_no_verdict(stude
 def test_tampering_does_not_hurt_a_right_answer(student_release, tmp_path):
     vs, _ = _channel_verdicts(tmp_path, "bn-numpy-forward", solution_sources("bn-numpy-forward"), [(2, TAMPERING)])
     assert failed(vs) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Devices
+# --------------------------------------------------------------------------------------------
+
+
+def test_device_check_on_the_meta_device_catches_tensors_made_on_the_default_device():
+    right = namespace(solution_sources("bn-torch"))
+    wrong = namespace(group_sources("bn-torch", ["tensor_on_default_device"]))
+    options = {"device": "meta"}
+    assert judge.verdict("module_device", scenarios.run("module_device", right, 0, options), 0).passed
+    v = judge.verdict("module_device", scenarios.run("module_device", wrong, 0, options), 0)
+    assert not v.passed and v.mistake == "tensor_on_default_device"
+
+
+def test_device_check_on_a_real_device_compares_with_the_cpu():
+    """The GPU branch of the device check (numbers compared with the CPU), run with the CPU as the device."""
+    record = scenarios.run("module_device", namespace(solution_sources("bn-torch")), 0, {"device": "cpu"})
+    assert record.facts["matches_cpu"] is True and record.facts["shapes"]["train_3d"] == [4, 5, 3]
+    assert judge.verdict("module_device", record, 0, options={"device": "cpu"}).passed
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_check_on_the_gpu():
+    right = namespace(solution_sources("bn-torch"))
+    wrong = namespace(group_sources("bn-torch", ["tensor_on_default_device"]))
+    record = scenarios.run("module_device", right, 0)
+    assert record.facts["device"] == "cuda" and record.facts["matches_cpu"] is True
+    assert judge.verdict("module_device", record, 0).passed
+    assert not judge.verdict("module_device", scenarios.run("module_device", wrong, 0), 0).passed
