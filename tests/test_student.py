@@ -163,3 +163,21 @@ def test_the_command_line_refuses_a_wrong_student_kernel(tmp_path, capsys):
     assert bench.main(["--student", str(notebook), "--shape", "64,4", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "does not match nn.BatchNorm1d, so it is not timed" in err and "running_var" in err
+
+
+def test_the_solution_notebook_is_benchmarked_end_to_end(tmp_path, capsys):
+    assert SOLUTION.is_file(), "the bn-torch solution notebook is missing"
+    code = bench.main([
+        "--student", str(SOLUTION), "--shape", "2048,32", "--shape", "16,8,32", "--kernels", "bnlib.torch",
+        "--rounds", "1", "--min-run-time", "0.01", "--json", str(tmp_path / "solution.json"), "--no-plots",
+    ])
+    assert code == 0
+    rows = [r for r in json.loads((tmp_path / "solution.json").read_text())["results"] if r["kernel"] == "student"]
+    assert len(rows) == 4 and all(r["seconds"] > 0 and r["ratio"] > 0 for r in rows)
+    assert "BatchNorm1d from bn-torch.ipynb" in json.dumps(json.loads((tmp_path / "solution.json").read_text())["kernels"])
+
+
+def test_the_solution_notebook_gets_a_speed_cell():
+    speed = student.student_speed(SOLUTION, shape=(2048, 32), min_run_time=0.01, rounds=1)
+    assert speed.correct and not speed.delegates, speed.message
+    assert speed.cell().endswith("×") and speed.ratio > 0
