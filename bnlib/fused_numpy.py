@@ -26,6 +26,10 @@ sum of squared deviations are exact (two passes over a block that sits in cache)
 blocks are merged with the law of total variance (:func:`merge_stats`), which keeps the
 variance accurate where the one-pass ``E[x²] - E[x]²`` cancels.
 
+The blocks of a pass are independent, so they are shared among threads (:data:`THREADS`):
+NumPy lets go of Python's global interpreter lock inside its loops, so the threads run on
+separate cores at the same time.
+
 The forward pass keeps only ``x``, ``mu`` and ``1/sqrt(var + eps)``: not ``x - mu``, not
 ``x_hat``. :func:`forward_train` and :func:`backward_train` take ``out=`` to write into memory the
 caller already holds (``backward_train(dy, cache, out=dy)`` overwrites ``dy`` with ``dx``, which is
@@ -35,7 +39,10 @@ The chapter "Benchmarks" measures all of this against ``torch.nn.BatchNorm1d``.
 
 from __future__ import annotations
 
-from typing import Iterator
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import numpy as np
 
@@ -44,6 +51,7 @@ from bnlib import numpy as bnp
 __all__ = [
     "BLOCK_BYTES",
     "MAX_ROWS",
+    "THREADS",
     "rows_per_block",
     "merge_stats",
     "batch_stats",
@@ -68,9 +76,34 @@ def rows_per_block(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> int:
     return min(MAX_ROWS, max(1, block_bytes // max(1, x.shape[1] * x.itemsize)))
 
 
-def _blocks(m: int, rows: int) -> Iterator[slice]:
-    for start in range(0, m, rows):
-        yield slice(start, min(start + rows, m))
+#: How many threads share a pass's blocks, by default: one per core.
+THREADS = os.cpu_count() or 1
+
+
+def _blocks(m: int, rows: int) -> list[slice]:
+    return [slice(start, min(start + rows, m)) for start in range(0, m, rows)]
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_local = threading.local()
+
+
+def _map(fn: Callable[[slice], Any], blocks: list[slice], threads: int | None) -> list[Any]:
+    """``[fn(block) for block in blocks]``, on up to ``threads`` threads (a pool kept for reuse)."""
+    threads = min(threads or THREADS, len(blocks))
+    if threads <= 1:
+        return [fn(block) for block in blocks]
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="bnlib-fused-numpy")
+    return list(_pools[threads].map(fn, blocks))
+
+
+def _scratch_like(a: np.ndarray) -> np.ndarray:
+    """An uninitialised array shaped like ``a``, this thread's own, reused from call to call."""
+    buffer = getattr(_local, "buffer", None)
+    if buffer is None or buffer.size < a.size or buffer.dtype != a.dtype:
+        buffer = _local.buffer = np.empty(a.size, a.dtype)
+    return buffer[: a.size].reshape(a.shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +142,9 @@ def merge_stats(
     return mu, var
 
 
-def batch_stats(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarray, np.ndarray]:
+def batch_stats(
+    x: np.ndarray, block_bytes: int = BLOCK_BYTES, threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     r"""The batch mean :math:`\mu_B` and biased variance :math:`\sigma_B^2` in one pass over ``x``.
 
     Each block's mean (summed in float64) and sum of squared deviations are computed while
@@ -119,31 +154,41 @@ def batch_stats(x: np.ndarray, block_bytes: int = BLOCK_BYTES) -> tuple[np.ndarr
     Args:
         x: ``(m, C)``, ``m >= 1``.
         block_bytes: the size of a block. Default: :data:`BLOCK_BYTES`
+        threads: how many threads share the blocks. Default: :data:`THREADS`
 
     Returns:
         ``(mu, var)``, each ``(C,)``.
     """
-    m, c = x.shape
-    rows = rows_per_block(x, block_bytes)
-    blocks = list(_blocks(m, rows))
-    scratch = np.empty((min(rows, m), c), x.dtype)
-    means = np.empty((len(blocks), c))
-    m2s = np.empty((len(blocks), c))
-    for i, block in enumerate(blocks):
-        xb, tmp = x[block], scratch[: block.stop - block.start]
-        np.mean(xb, axis=0, dtype=np.float64, out=means[i])
-        center = means[i].astype(x.dtype)  # the mean, rounded to x's precision
-        np.subtract(xb, center, out=tmp)
-        m2s[i] = np.einsum("ij,ij->j", tmp, tmp)  # sum of squares, no temporary
-        m2s[i] -= len(xb) * (means[i] - center) ** 2  # about the exact mean, not the rounded one
+
+    def block_stats(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        xb = x[block]
+        mean = xb.mean(axis=0, dtype=np.float64)
+        center = mean.astype(x.dtype)  # the mean, rounded to x's precision
+        tmp = np.subtract(xb, center, out=_scratch_like(xb))
+        m2 = np.einsum("ij,ij->j", tmp, tmp)  # sum of squares, no temporary
+        m2 = m2 - len(xb) * (mean - center) ** 2  # about the exact mean, not the rounded one
+        return mean, m2
+
+    blocks = _blocks(x.shape[0], rows_per_block(x, block_bytes))
+    means, m2s = zip(*_map(block_stats, blocks, threads))
     counts = [block.stop - block.start for block in blocks]
-    mu, var = merge_stats(counts, means, m2s)
+    mu, var = merge_stats(counts, np.stack(means), np.stack(m2s))
     return mu.astype(x.dtype), var.astype(x.dtype)
 
 
 # --------------------------------------------------------------------------------------------
 # Forward and backward.
 # --------------------------------------------------------------------------------------------
+
+
+def _check_out(out: np.ndarray | None, like: np.ndarray, x: np.ndarray, name: str) -> np.ndarray:
+    if out is None:
+        return np.empty_like(like)
+    if out.shape != like.shape or out.dtype != like.dtype:
+        raise ValueError(f"out must have {name}'s shape {like.shape} and dtype {like.dtype}, got {out.shape} {out.dtype}")
+    if np.may_share_memory(out, x):
+        raise ValueError("out must not overlap x: the backward pass reads x")
+    return out
 
 
 def forward_train(
@@ -154,6 +199,7 @@ def forward_train(
     *,
     out: np.ndarray | None = None,
     block_bytes: int = BLOCK_BYTES,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, bnp.Cache]:
     r"""Training-mode batch norm in two passes over ``x``: the statistics, then ``y``.
 
@@ -170,26 +216,25 @@ def forward_train(
         out: where to write ``y``, ``(m, C)`` and ``x``'s dtype; not ``x`` itself, which the
             backward pass needs. Default: ``None`` (a new array)
         block_bytes: Default: :data:`BLOCK_BYTES`
+        threads: how many threads share the blocks. Default: :data:`THREADS`
 
     Returns:
         ``(y, cache)``. The :class:`bnlib.numpy.Cache` holds ``x``, ``mu``, ``var``, ``std``,
         ``istd``, ``gamma``, ``eps``; its ``(m, C)`` intermediates ``xmu`` and ``x_hat`` are
         ``None``, as :func:`backward_train` does not need them.
     """
-    if out is None:
-        out = np.empty_like(x)
-    elif out.shape != x.shape or out.dtype != x.dtype:
-        raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}, got {out.shape} {out.dtype}")
-    elif np.may_share_memory(out, x):
-        raise ValueError("out must not overlap x: the backward pass reads x again")
-    mu, var = batch_stats(x, block_bytes)
+    out = _check_out(out, x, x, "x")
+    mu, var = batch_stats(x, block_bytes, threads)
     std = np.sqrt(var + eps)
     istd = (1 / std).astype(x.dtype)
     scale = gamma * istd
     shift = beta - mu * scale
-    for block in _blocks(x.shape[0], rows_per_block(x, block_bytes)):
+
+    def normalize(block: slice) -> None:
         np.multiply(x[block], scale, out=out[block])
         np.add(out[block], shift, out=out[block])
+
+    _map(normalize, _blocks(x.shape[0], rows_per_block(x, block_bytes)), threads)
     return out, bnp.Cache(x, mu, None, var, std, istd, None, gamma, eps, True)
 
 
@@ -199,6 +244,7 @@ def backward_train(
     *,
     out: np.ndarray | None = None,
     block_bytes: int = BLOCK_BYTES,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""The backward pass of :func:`forward_train` in two passes over ``x`` and ``dy``.
 
@@ -217,6 +263,7 @@ def backward_train(
         out: where to write ``dx``; may be ``dy`` itself (each block of ``dy`` is read
             before its ``dx`` is written). Default: ``None`` (a new array)
         block_bytes: Default: :data:`BLOCK_BYTES`
+        threads: how many threads share the blocks. Default: :data:`THREADS`
 
     Returns:
         ``(dx, dgamma, dbeta)``: ``(m, C)``, ``(C,)``, ``(C,)``.
@@ -224,39 +271,31 @@ def backward_train(
     x, mu, istd, gamma = cache.x, cache.mu, cache.istd, cache.gamma
     if dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape}, but x had shape {x.shape}")
-    if out is None:
-        out = np.empty_like(dy)
-    elif out.shape != dy.shape or out.dtype != dy.dtype:
-        raise ValueError(f"out must have dy's shape {dy.shape} and dtype {dy.dtype}, got {out.shape} {out.dtype}")
-    elif np.may_share_memory(out, x):
-        raise ValueError("out must not overlap x: dx is computed from it")
-    m, c = x.shape
-    rows = rows_per_block(x, block_bytes)
-    scratch = np.empty((min(rows, m), c), x.dtype)
-    # Pass 1: the two sums, per block, then added up in float64.
-    blocks = list(_blocks(m, rows))
-    dbetas = np.empty((len(blocks), c), x.dtype)
-    dots = np.empty((len(blocks), c), x.dtype)
-    for i, block in enumerate(blocks):
-        tmp = scratch[: block.stop - block.start]
-        np.sum(dy[block], axis=0, out=dbetas[i])
-        np.subtract(x[block], mu, out=tmp)
-        np.einsum("ij,ij->j", tmp, dy[block], out=dots[i])  # sum_i dy_i (x_i - mu)
-    dbeta = dbetas.sum(axis=0, dtype=np.float64)
-    dot = dots.sum(axis=0, dtype=np.float64)
-    dgamma = (dot * istd).astype(x.dtype)  # sum_i dy_i x_hat_i
-    dbeta = dbeta.astype(x.dtype)
-    # Pass 2: dx = k·dy + a·(x - mu) + b, per feature k, a, b.
+    out = _check_out(out, dy, x, "dy")
+    m = x.shape[0]
+    blocks = _blocks(m, rows_per_block(x, block_bytes))
+
+    def sums(block: slice) -> tuple[np.ndarray, np.ndarray]:
+        tmp = np.subtract(x[block], mu, out=_scratch_like(x[block]))
+        return dy[block].sum(axis=0), np.einsum("ij,ij->j", tmp, dy[block])  # sum dy, sum dy (x - mu)
+
+    dbetas, dots = zip(*_map(sums, blocks, threads))
+    dbeta = np.sum(dbetas, axis=0, dtype=np.float64).astype(x.dtype)
+    dgamma = (np.sum(dots, axis=0, dtype=np.float64) * istd).astype(x.dtype)  # sum dy x_hat
+    # dx = k·dy + a·(x - mu) + b, per feature k, a, b
     k = gamma * istd
     a = -k * dgamma * istd / m
     b = -k * dbeta / m
-    for block in blocks:
-        tmp = scratch[: block.stop - block.start]
-        np.multiply(dy[block], k, out=tmp)  # read dy's block before out (maybe dy) is written
-        np.subtract(x[block], mu, out=out[block])
-        np.multiply(out[block], a, out=out[block])
-        np.add(out[block], tmp, out=out[block])
-        np.add(out[block], b, out=out[block])
+
+    def gradient(block: slice) -> None:
+        o = out[block]
+        k_dy = np.multiply(dy[block], k, out=_scratch_like(o))  # read dy before out (maybe dy) is written
+        np.subtract(x[block], mu, out=o)
+        np.multiply(o, a, out=o)
+        np.add(o, k_dy, out=o)
+        np.add(o, b, out=o)
+
+    _map(gradient, blocks, threads)
     return out, dgamma, dbeta
 
 
@@ -268,17 +307,30 @@ def backward_train(
 class BatchNorm1d(bnp.BatchNorm1d):
     r""":class:`bnlib.numpy.BatchNorm1d` with the blocked kernels of this module in training mode.
 
-    Same constructor, semantics and state dict (those of ``torch.nn.BatchNorm1d``). Two
-    differences, both for speed: the training-mode forward and backward are
-    :func:`forward_train` and :func:`backward_train`, and the arithmetic is done in the layer's
-    dtype (float32 for a float16 layer), not in float64. Like PyTorch, the layer keeps a
-    reference to ``(N, C)`` input rather than a copy: changing ``x`` in place between
+    Same constructor, semantics and state dict (those of ``torch.nn.BatchNorm1d``), plus
+    ``threads``. Two differences, both for speed: the training-mode forward and backward are
+    :func:`forward_train` and :func:`backward_train`, and the arithmetic is done in the
+    layer's dtype (float32 for a float16 layer), not in float64. Like PyTorch, the layer
+    keeps a reference to ``(N, C)`` input rather than a copy: changing ``x`` in place between
     ``forward`` and ``backward`` changes the gradient (PyTorch would raise; NumPy cannot
     tell). Evaluation mode is unchanged.
+
+    Args:
+        threads: how many threads share the blocks of a pass. Keyword only.
+            Default: :data:`THREADS` (one per core)
+
+    (The other arguments are those of :class:`bnlib.numpy.BatchNorm1d`.)
     """
 
-    _forward_train = staticmethod(forward_train)
-    _backward_train = staticmethod(backward_train)
+    def __init__(self, *args: Any, threads: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads = threads
+
+    def _forward_train(self, x, gamma, beta, eps):
+        return forward_train(x, gamma, beta, eps, threads=self.threads)
+
+    def _backward_train(self, dy, cache):
+        return backward_train(dy, cache, threads=self.threads)
 
     def _to_compute(self, a: np.ndarray) -> np.ndarray:
         dtype = np.float32 if self.dtype == np.float16 else self.dtype

@@ -139,6 +139,19 @@ def test_out_of_the_wrong_shape_is_rejected():
         fnp.forward_train(x, np.ones(2), np.zeros(2), out=np.empty((6, 3)))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_threads_give_the_same_numbers_bit_for_bit(threads):
+    rng = np.random.default_rng(5)
+    x, dy = rng.normal(1.0, 2.0, size=(300, 7)).astype(np.float32), rng.normal(size=(300, 7)).astype(np.float32)
+    gamma, beta = np.ones(7, np.float32), np.zeros(7, np.float32)
+    one = fnp.forward_train(x, gamma, beta, block_bytes=256, threads=1)
+    many = fnp.forward_train(x, gamma, beta, block_bytes=256, threads=threads)
+    np.testing.assert_array_equal(one[0], many[0])
+    for a, b in zip(fnp.backward_train(dy, one[1], block_bytes=256, threads=1),
+                    fnp.backward_train(dy, many[1], block_bytes=256, threads=threads)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_rows_per_block_fill_the_block_and_never_drop_to_zero():
     assert fnp.rows_per_block(np.empty((10, 256), np.float32), 1024 * 1024) == 1024
     assert fnp.rows_per_block(np.empty((10, 10**6), np.float32), 1024) == 1
