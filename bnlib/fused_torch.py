@@ -41,12 +41,7 @@ from bnlib import torch as bnt
 __all__ = ["forward_train", "backward_train", "compile_once", "FusedBatchNormFunction", "BatchNorm1d"]
 
 
-def _dims(x: Tensor) -> list[int]:
-    return [0] if x.dim() == 2 else [0, 2]
-
-
-def _per_feature(v: Tensor, x: Tensor) -> Tensor:
-    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
+_dims, _per_feature = bnt._dims, bnt._per_feature  # the reduced dimensions; (C,) shaped to broadcast
 
 
 def forward_train(
