@@ -42,6 +42,7 @@ def test_eager_fused_layer_matches_pytorch_float32(cfg):
 # Compiling takes seconds per variant (dtype, rank, affine): a few representative ones.
 COMPILED = [
     Config(n=64, c=16, dtype="float32"),
+    Config(n=512, c=8, dtype="float32", train_steps=2),  # rows in groups (batch_sums)
     Config(n=9, c=5, length=7, dtype="float32", momentum=None, eps=1e-3),
     Config(n=33, c=4, dtype="float64", affine=False),
     Config(n=12, c=3, dtype="float32", bias=False, track_running_stats=False),
@@ -63,6 +64,22 @@ def test_each_pass_compiles_into_one_graph_without_breaks(fn, args, inductor_cac
     x, g = torch.randn(32, 8), torch.rand(8) + 0.5
     explanation = torch._dynamo.explain(fn)(*args(x, g))
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+
+
+@pytest.mark.parametrize("n", [512, 200, 64], ids=["grouped", "ragged", "small"])
+def test_batch_sums_are_the_sums_over_the_batch(n):
+    a, b = torch.randn(n, 5, dtype=torch.float64), torch.randn(n, 5, dtype=torch.float64)
+    got = ft.batch_sums(a, a * b)
+    torch.testing.assert_close(got[0], a.sum(0))
+    torch.testing.assert_close(got[1], (a * b).sum(0))
+
+
+def test_statistics_stay_accurate_when_the_mean_dwarfs_the_spread():
+    x = (1e4 + torch.randn(4096, 3, dtype=torch.float64)).float()
+    _, mu, var, _ = ft.forward_train(x, None, None, 1e-5)
+    exact = x.double().var(0, correction=0)
+    assert ((var.double() - exact).abs() / exact).max() < 1e-4
+    torch.testing.assert_close(mu.double(), x.double().mean(0), rtol=1e-7, atol=0)
 
 
 def test_backward_keeps_only_x_and_per_feature_tensors():
