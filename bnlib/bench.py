@@ -163,8 +163,8 @@ class Kernel:
 
     ``prepare(x, dy, threads)`` gets float32 tensors (on the run's device) and the number of
     threads to use, and returns the two calls to time, ``(forward, forward_backward)``, each
-    taking no argument. A kernel that
-    cannot run here says why in ``unavailable`` (and is listed, not timed).
+    taking no argument. A kernel that cannot run here says why in ``unavailable`` (it is
+    listed, not timed).
     """
 
     name: str
@@ -214,12 +214,12 @@ def _numpy_layer_kernel(name: str, description: str, make: Callable[[int, int], 
 
 def _numpy_out_kernel() -> Kernel:
     from bnlib import fused_numpy
+    from bnlib import numpy as bnp
 
     def prepare(x: torch.Tensor, dy: torch.Tensor, threads: int):
         xn, dyn = x.detach().numpy(), dy.numpy()
         if xn.ndim == 3:  # the kernels take (m, C): the layout change is outside the timing
-            xn = np.ascontiguousarray(fused_numpy.bnp.to_2d(xn))
-            dyn = np.ascontiguousarray(fused_numpy.bnp.to_2d(dyn))
+            xn, dyn = np.ascontiguousarray(bnp.to_2d(xn)), np.ascontiguousarray(bnp.to_2d(dyn))
         gamma, beta = np.ones(xn.shape[1], np.float32), np.zeros(xn.shape[1], np.float32)
         y, dx = np.empty_like(xn), np.empty_like(xn)
 
@@ -269,7 +269,7 @@ def builtin_kernels(device: str = "cpu") -> list[Kernel]:
         ),
         _numpy_out_kernel(),
     ]
-    kernels[3].warmup_note = "compiles at its first call for each shape (not timed)"
+    kernels[3].warmup_note = "compiles at its first call for each dtype and rank (not timed)"
     if device != "cpu":
         for k in kernels:
             if k.name.startswith(("bnlib.numpy", "fused_numpy")):
