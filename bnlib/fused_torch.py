@@ -38,7 +38,7 @@ from torch import Tensor
 
 from bnlib import torch as bnt
 
-__all__ = ["ROWS", "batch_sums", "forward_train", "backward_train", "compile_once", "FusedBatchNormFunction", "BatchNorm1d"]
+__all__ = ["ROWS", "RECOMPILE_LIMIT", "batch_sums", "forward_train", "backward_train", "compile_once", "FusedBatchNormFunction", "BatchNorm1d"]
 
 
 _dims, _per_feature = bnt._dims, bnt._per_feature  # the reduced dimensions; (C,) shaped to broadcast
@@ -128,18 +128,31 @@ def backward_train(
     return dx.to(x.dtype), dgamma, dbeta
 
 
+#: How many compiled versions of each function to keep (dtypes, ranks, and the size ranges
+#: the compiler specializes on: batches below 64 or 128 rows, small and large reductions).
+#: PyTorch's default, 8 per function, is too few for the benchmark's sweep.
+RECOMPILE_LIMIT = 64
+
+
 @functools.cache
 def compile_once(fn: Callable) -> Callable:
     """``torch.compile(fn)``, made once per function (compiling happens at the first call).
 
     Each of :func:`forward_train` and :func:`backward_train` compiles into one graph (the
     tests check it with ``torch._dynamo.explain``), for any batch size (``dynamic=True``):
-    only a new dtype, rank, or ``None`` parameter compiles again. Past
-    ``torch._dynamo.config.recompile_limit`` versions the function runs eagerly, which is
-    slower but still right. On a CPU this needs a C++ compiler; the first call for a new
-    variant takes seconds (the chapter "Benchmarks" times only later calls).
+    only a new dtype, rank, ``None`` parameter or size range compiles again, up to
+    :data:`RECOMPILE_LIMIT` versions; past it the function runs eagerly, slower but still
+    right. On a CPU this needs a C++ compiler; the first call for a new version takes
+    seconds (the chapter "Benchmarks" times only later calls).
     """
-    return torch.compile(fn, dynamic=True)
+    compiled = torch.compile(fn, dynamic=True)
+
+    @functools.wraps(fn)
+    def run(*args: Any) -> Any:
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            return compiled(*args)
+
+    return run
 
 
 class FusedBatchNormFunction(torch.autograd.Function):
