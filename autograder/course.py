@@ -29,6 +29,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import sys
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,16 +111,19 @@ class Course:
         project = Path(__file__).with_name("nbgrader_config.py")
         if project.is_file():  # the course's nbgrader settings, shared with `release`
             c.merge(PyFileConfigLoader(project.name, str(project.parent)).load_config())
+        # ... but this folder's layout: nbgrader's defaults, under DIR
         c.CourseDirectory.root = str(self.root)
         c.CourseDirectory.db_url = self.db_url
-        c.CourseDirectory.course_id = c.CourseDirectory.get("course_id", "") or "bn-course"
+        for name in ("source", "release", "submitted", "autograded", "feedback"):
+            setattr(c.CourseDirectory, f"{name}_directory", name)
+        c.CourseDirectory.course_id = c.CourseDirectory.get("course_id", "") or "batch-normalization"
         c.GenerateAssignment.create_assignment = True
         c.OverwriteCells.add_missing_cells = True
-        c.Execute.timeout = 30
         return c
 
     def prepare(self, assignments: list[str], log=None) -> None:
         """Make DIR a course directory that knows `assignments` (generated from solutions/)."""
+        tools_on_path()
         self.root.mkdir(parents=True, exist_ok=True)
         with self.db() as db:
             db.executescript(_SCHEMA)
@@ -219,6 +223,14 @@ class Course:
 
     def feedback(self, student: str, assignment: str) -> Path:
         return self.root / "feedback" / student / f"{assignment}.html"
+
+
+def tools_on_path() -> None:
+    """nbgrader creates a gradebook by running `alembic`: this Python's bin/ goes first on PATH."""
+    bindir = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bindir:
+        os.environ["PATH"] = bindir + (os.pathsep + path if path else "")
 
 
 def tree_sha256(folder: Path) -> str:

@@ -430,6 +430,147 @@ def read_job(fd: int = 0, limit: int = 64 * 2**20) -> dict:
     return json.loads(b"".join(chunks))
 
 
+# ---------------------------------------------------------------- the warm runner (fork server)
+# Linux's constants (sched.h, mount.h, prctl.h).
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWPID, CLONE_NEWNET = 0x20000000, 0x40000000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def fresh_sandbox(disk: int) -> None:
+    """In a child of the warm runner: new namespaces and private RAM disks, before any student code.
+
+    Called as root with the capabilities bubblewrap kept for the warm runner; afterwards this
+    process is PID 1 of a new PID namespace (everything it starts dies with it), with its own
+    network, IPC and host name, a mount namespace where /tmp, /scratch and /dev/shm are new
+    empty RAM disks (nothing the previous notebook wrote is there) and /proc shows only itself.
+    """
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS), "unshare")
+    pid = os.fork()  # the first process in the new PID namespace is PID 1
+    if pid:
+        # the intermediate process: outlive the notebook (SIGTERM: kill it), report how it ended
+        signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+        _, status = os.waitpid(pid, 0)
+        os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status) & 0x7F)
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    for path in (b"/tmp", b"/scratch", b"/dev/shm"):
+        options = f"size={disk},mode=1777".encode()
+        _check(libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount tmpfs {path!r}")
+    _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None), "mount proc")
+
+
+def _frame(fd: int, kind: bytes, payload: bytes) -> None:
+    """Warm runner -> grader: `kind` (b'C' notebook bytes, b'Z' the runner's own message), length, payload.
+
+    A notebook's bytes travel only inside b'C' frames, so it cannot forge the runner's messages.
+    """
+    data = kind + len(payload).to_bytes(4, "big") + payload
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def zygote(preload: list[str]) -> None:
+    """The warm runner: import the heavy modules once, then fork a fresh sandbox per notebook.
+
+    Runs as root inside a bubblewrap sandbox that has no student data; it never runs student
+    code itself. Each job (one JSON line on stdin) is run by a child in new namespaces
+    (:func:`fresh_sandbox`) that drops to the slot's user, like a fresh bubblewrap sandbox, but
+    with NumPy (and PyTorch) already imported. A line ``{"t": "kill"}`` kills the running job.
+    """
+    out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    for name in preload:
+        __import__(name)
+    _frame(out, b"Z", json.dumps({"t": "ready", "preloaded": preload}).encode())
+    stdin = os.fdopen(0, "rb", buffering=0)
+    pending = b""
+    while True:
+        line, pending = _read_line(stdin, pending)
+        if line is None:
+            os._exit(0)
+        try:
+            job = json.loads(line)
+        except ValueError:
+            continue
+        if job.get("t") != "job":
+            continue
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(r)
+                os.close(out)
+                os.dup2(devnull, 0)
+                fresh_sandbox(int(job.get("disk", 64 * 2**20)))
+                apply_limits(job.get("limits", {}))
+                drop_privileges(job.get("uid"))
+                # after the change of user, which clears it: die with the intermediate process
+                _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+            except BaseException:  # noqa: BLE001 - no student code has run: report and stop
+                os.write(w, json.dumps({"t": "setup-failed", "error": traceback.format_exc()[-2000:],
+                                        "p": PROTOCOL}).encode() + b"\n")
+                os._exit(70)
+            run_job(job, w)
+        os.close(w)
+        pending = _serve(out, r, pid, stdin, pending)
+
+
+def _read_line(stdin, pending: bytes):
+    while b"\n" not in pending:
+        chunk = stdin.read(1 << 16)
+        if not chunk:
+            return None, b""
+        pending += chunk
+    line, _, rest = pending.partition(b"\n")
+    return line, rest
+
+
+def _serve(out: int, r: int, pid: int, stdin, pending: bytes) -> bytes:
+    """Forward one job's messages; kill it when the grader asks; report how it ended."""
+    import select
+
+    _frame(out, b"Z", json.dumps({"t": "started"}).encode())
+    open_r = True
+    while open_r:
+        ready, _, _ = select.select([r, stdin], [], [])
+        if r in ready:
+            chunk = os.read(r, 1 << 20)
+            if chunk:
+                _frame(out, b"C", chunk)
+            else:
+                open_r = False
+        if stdin in ready:
+            chunk = stdin.read(1 << 16)
+            if not chunk:
+                os.kill(pid, signal.SIGKILL)
+                os._exit(0)
+            pending += chunk
+            if b'"kill"' in pending:
+                os.kill(pid, signal.SIGTERM)  # the intermediate kills the notebook's PID 1
+                pending = pending[pending.rfind(b"\n") + 1:] if b"\n" in pending else b""
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+    _frame(out, b"C", b"\n")  # ends a line the notebook may have left half written
+    _frame(out, b"Z", json.dumps({"t": "exit", "code": code}).encode())
+    return pending
+
+
 def main() -> None:
     """Set up (errors go to stderr, for the grader's log), then run the job."""
     errors = os.dup(2)

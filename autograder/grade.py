@@ -222,10 +222,11 @@ class _Writer:
             if sub.timestamp:
                 write_atomic(c.submitted(student, assignment).with_name("timestamp.txt"),
                              sub.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f %Z"))
-        with Gradebook(c.db_url) as gb:
+        with Gradebook(c.db_url) as gb:  # separate sessions, as nbgrader's Autograde does
             gb.update_or_create_student(student)
-            if answer["status"] != "missing":
-                kwargs = {"timestamp": sub.timestamp.replace(tzinfo=None)} if sub.timestamp else {}
+        if answer["status"] != "missing":
+            kwargs = {"timestamp": sub.timestamp.replace(tzinfo=None)} if sub.timestamp else {}
+            with Gradebook(c.db_url) as gb:
                 gb.update_or_create_submission(assignment, student, **kwargs)
         if answer.get("notebook"):
             nb = nbformat.reads(answer["notebook"], as_version=4)

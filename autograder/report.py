@@ -23,7 +23,6 @@ import base64
 import csv
 import html
 import io
-import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -33,19 +32,21 @@ CSV_FIELDS = ["student_id", "assignment", "score", "max_score", "status", "reaso
 
 
 def gradebook_scores(course: Course) -> dict[tuple[str, str], dict[str, float]]:
-    """(student, assignment) -> {grade_id: score} as nbgrader computes it (manual overrides auto)."""
+    """(student, assignment) -> {grade_id: points} as nbgrader counts them.
+
+    nbgrader's own rule (its ``Grade.score``: a grader's ``manual_score`` overrides the
+    ``auto_score``), plus any extra credit, read through its API.
+    """
+    from nbgrader.api import Gradebook
+
     out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-    with sqlite3.connect(course.db_path) as db:
-        rows = db.execute("""
-            SELECT sa.student_id, a.name, gc.name,
-                   COALESCE(g.manual_score, g.auto_score, 0) + COALESCE(g.extra_credit, 0)
-            FROM grade g
-            JOIN submitted_notebook sn ON g.notebook_id = sn.id
-            JOIN submitted_assignment sa ON sn.assignment_id = sa.id
-            JOIN assignment a ON sa.assignment_id = a.id
-            JOIN grade_cells gc ON g.cell_id = gc.id""").fetchall()
-    for student, assignment, cell, score in rows:
-        out[(student, assignment)][cell] = float(score)
+    with Gradebook(course.db_url) as gb:
+        for assignment in gb.assignments:
+            for submission in assignment.submissions:
+                for notebook in submission.notebooks:
+                    for grade in notebook.grades:
+                        points = float(grade.score or 0.0) + float(grade.extra_credit or 0.0)
+                        out[(submission.student.id, assignment.name)][grade.name] = points
     return out
 
 
