@@ -329,6 +329,10 @@ def _classify(exc: BaseException) -> list[str]:
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and "fork" in "".join(
             traceback.format_tb(exc.__traceback__)):
         return ["process-limit"]
+    filename = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
+    if isinstance(filename, str) and filename.startswith("/") and not filename.startswith(
+            ("/scratch/", "/dev/shm/", "/proc/self/")):
+        return [f"file:{filename[:200]}"]
     if type(exc).__name__ == "gaierror" or (
             isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)):
         return ["network"]

@@ -106,6 +106,7 @@ def grade(options: GradeOptions, console=None) -> Summary:
             view.advance(answer["status"])
         if jobs:
             snapshot = _snapshot(course)
+            orders = {a: _cell_order(course, a) for a in used}
             config = _worker_config(course)
             base = {"gradebook": snapshot, "limits": _limits_dict(options.limits()), "nbgrader_config": config}
             payloads = {}
@@ -113,7 +114,7 @@ def grade(options: GradeOptions, console=None) -> Summary:
                 payloads[(sub.student, sub.assignment)] = (sub, {
                     **base, "student_id": sub.student, "assignment": sub.assignment, "notebook": sub.data,
                     "seed": course.seed(sub.student, sub.assignment), "kind": course_mod.kind_of(sub.assignment),
-                    "parts": parts[sub.assignment]})
+                    "parts": parts[sub.assignment], "cell_order": orders[sub.assignment]})
             runner = _DaskRunner(options) if options.scheduler else _LocalRunner(options, course)
             with runner:
                 for key, answer, error in runner.run(payloads):
@@ -164,6 +165,14 @@ def _parts(course: Course, assignment: str) -> dict[str, tuple[str, float]]:
         nb = gb.find_notebook(assignment, assignment)
         sources = {c.name: c.source for c in nb.source_cells}
         return {c.name: (_title(sources.get(c.name, "")), float(c.max_score)) for c in nb.grade_cells}
+
+
+def _cell_order(course: Course, assignment: str) -> list[str]:
+    """The grade ids of the released notebook, in order (where a deleted graded cell goes back)."""
+    import nbformat
+
+    nb = nbformat.read(course.root / "release" / assignment / f"{assignment}.ipynb", as_version=4)
+    return [c.metadata.nbgrader["grade_id"] for c in nb.cells if "grade_id" in c.metadata.get("nbgrader", {})]
 
 
 def _snapshot(course: Course) -> bytes:
@@ -273,7 +282,7 @@ class _LocalRunner:
 
         os.makedirs(self.scratch, exist_ok=True)
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("forkserver"),
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=worker.init_process, initargs=(self.scratch,))
         return self
 

@@ -176,12 +176,13 @@ def write_html(course: Course) -> Path:
     mistakes: Counter = Counter()
     examples: dict[str, tuple[str, str]] = {}
     for r in results.values():
+        named = set()
         for gid, part in r.parts.items():
             name = part.get("mistake")
             if name and not part.get("passed"):
-                label = f"{name}"
-                mistakes[label] += 1
-                examples.setdefault(label, (f"{r.assignment} / {gid}", part.get("message", "")))
+                examples.setdefault(name, (f"{r.assignment} / {gid}", part.get("message", "")))
+                named.add(name)
+        mistakes.update(named)  # once per submission
     if mistakes:
         mistake_rows = "".join(
             f"<tr><td>{html.escape(m)}</td><td>{n}</td><td>{html.escape(examples[m][0])}</td>"

@@ -27,7 +27,6 @@ For one notebook it:
 from __future__ import annotations
 
 import atexit
-import copy
 import hashlib
 import json
 import os
@@ -198,52 +197,69 @@ def _dedupe(nb) -> list[str]:
 
 def _sanitize(nb, job):
     """nbgrader's sanitizing steps, with the gradebook's copy; returns (notebook, notes)."""
-    from nbconvert.preprocessors import ClearOutputPreprocessor  # noqa: F401 - nbgrader's dependency
     from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells,
                                         OverwriteKernelspec)
     from traitlets.config import Config
 
     config = Config(job.get("nbgrader_config", {}))
-    config.OverwriteCells.add_missing_cells = True
+    # nbgrader 0.9.6's add_missing_cells builds the restored cell from plain dicts, which its
+    # next step cannot read: graded cells that are gone are put back here instead.
+    config.OverwriteCells.add_missing_cells = False
     resources = {"nbgrader": {"db_url": _gradebook_url(job["gradebook"]), "assignment": job["assignment"],
                               "notebook": job["assignment"], "student": job["student_id"]}}
     notes = _dedupe(nb)
-    before = {c.metadata.nbgrader.get("grade_id") for c in nb.cells
-              if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
     for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
         nb, resources = cls(config=config).preprocess(nb, resources)
-    try:
-        nb2, resources = OverwriteCells(config=config).preprocess(copy.deepcopy(nb), resources)
-    except (KeyError, IndexError, ValueError):
-        # nbgrader puts a deleted graded cell back after the cell before it in the source; when
-        # that one is gone too it fails: put the missing graded cells back at the end instead.
-        config.OverwriteCells.add_missing_cells = False
-        nb2, resources = OverwriteCells(config=config).preprocess(copy.deepcopy(nb), resources)
-        _append_missing(nb2, resources)
-    nb = nb2
-    nb, resources = CheckCellMetadata(config=config).preprocess(nb, resources)
-    after = {c.metadata.nbgrader.get("grade_id") for c in nb.cells
-             if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
-    restored = sorted(g for g in after - before if g)
+    restored = _restore_missing(nb, resources, job.get("cell_order", []))
     if restored:
         notes.append(f"graded cells missing from the notebook were put back: {', '.join(restored)}")
+    for cls in (OverwriteCells, CheckCellMetadata):
+        nb, resources = cls(config=config).preprocess(nb, resources)
     return nb, notes
 
 
-def _append_missing(nb, resources) -> None:
+def _restore_missing(nb, resources, order: list[str]) -> list[str]:
+    """Put back the graded cells a student deleted, where they were (what add_missing_cells means)."""
+    import nbformat
     from nbgrader.api import Gradebook
-    from nbgrader.preprocessors import OverwriteCells
 
     info = resources["nbgrader"]
-    present = {c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells}
+    present = {c.metadata.nbgrader.get("grade_id") for c in nb.cells
+               if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
+    restored = []
     with Gradebook(info["db_url"]) as gb:
         source = gb.find_notebook(info["notebook"], info["assignment"])
-        by_name = {c.name: c for c in source.source_cells}
+        cells = {c.name: c for c in source.source_cells}
         solutions = {c.name for c in source.solution_cells}
-        for cell in source.grade_cells:
-            if cell.name not in present and cell.name in by_name:
-                nb.cells.append(OverwriteCells().missing_cell_transform(
-                    by_name[cell.name], cell.max_score, is_solution=cell.name in solutions))
+        for grade in source.grade_cells:
+            if grade.name in present or grade.name not in cells:
+                continue
+            src = cells[grade.name]
+            meta = {"deletable": False, "editable": False,
+                    "nbgrader": {"grade": True, "grade_id": grade.name, "locked": bool(src.locked),
+                                 "points": float(grade.max_score), "solution": grade.name in solutions,
+                                 "cell_type": src.cell_type, "checksum": src.checksum, "schema_version": 3}}
+            make = nbformat.v4.new_code_cell if src.cell_type == "code" else nbformat.v4.new_markdown_cell
+            cell = make(src.source, metadata=meta)
+            nb.cells.insert(_position(nb, grade.name, order), cell)
+            present.add(grade.name)
+            restored.append(grade.name)
+    return restored
+
+
+def _position(nb, grade_id: str, order: list[str]) -> int:
+    """Where a restored cell goes: after the graded cell before it in the released notebook."""
+    where = {c.metadata.nbgrader.get("grade_id"): i for i, c in enumerate(nb.cells)
+             if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
+    if grade_id in order:
+        k = order.index(grade_id)
+        for before in reversed(order[:k]):
+            if before in where:
+                return where[before] + 1
+        for after in order[k + 1:]:
+            if after in where:
+                return where[after]
+    return len(nb.cells)
 
 
 def _execute(nb, job):
@@ -411,6 +427,10 @@ def _classify(nb, run, job, answer) -> None:
     notes = list(answer["notes"])
     if "exit" in first:
         notes.append(f"cell {first['exit']} called sys.exit(); the grader went on with the next cell")
+    files = [(i, e[5:]) for i, e in events if e.startswith("file:")]
+    if files:
+        notes.append(f"cell {files[0][0] + 1} tried to use {files[0][1]}, outside the notebook's own folder; "
+                     "the grader's sandbox has no such file and lets a notebook write only in its folder")
     if "network" in first:
         notes.append(f"cell {first['network']} tried to use the network; the grader has none")
     truncated = [i + 1 for i, c in run.cells.items() for o in c["outputs"]
