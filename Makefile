@@ -59,7 +59,8 @@ book: python mathjax
 	$(BIN)/jupyter-book build -W --keep-going .
 
 constraints:
-	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf _build

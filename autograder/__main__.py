@@ -1,5 +1,8 @@
+"""``python -m autograder COMMAND``; see :mod:`autograder.cli`."""
+
 import sys
 
-from .cli import main
+from autograder.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

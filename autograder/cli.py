@@ -1,34 +1,87 @@
-"""``python -m autograder``: the instructor's commands (each has ``--help``)."""
+"""``python -m autograder``: the instructor's command line.
+
+Every subcommand has ``--help``. To add one, write ``_add_<name>(subparsers)`` that registers
+its parser with ``set_defaults(run=<function taking the parsed args, returning an exit code>)``
+and list it in :data:`COMMANDS`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable, Sequence
 
-from .submissions import DEFAULT_ID_PATTERN
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+
+def _add_release(sub: argparse._SubParsersAction) -> None:
+    from autograder.release import ASSIGNMENTS
+
+    p = sub.add_parser(
+        "release",
+        help="generate the student notebooks from solutions/",
+        description=(
+            "Generate the student version of each assignment with nbgrader: solutions become "
+            "stubs, hidden tests are removed, test cells are locked, and the gradebook learns "
+            "the graded cells. Writes _build/release/<assignment>/<assignment>.ipynb."
+        ),
+    )
+    p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help=f"default: all ({', '.join(ASSIGNMENTS)})")
+    p.add_argument("--output", metavar="DIR", help="release directory (default: _build/release)")
+    p.add_argument("--db", metavar="URL", help="nbgrader gradebook URL (default: sqlite:///_build/gradebook.db)")
+    p.add_argument(
+        "--book-url",
+        metavar="URL",
+        help="public URL of the course book, for chapter links (default: $BN_BOOK_URL, or html.baseurl in _config.yml)",
+    )
+    p.set_defaults(run=_run_release)
+
+
+def _run_release(args: argparse.Namespace) -> int:
+    from autograder.release import ReleaseError, release
+
+    try:
+        paths = release(args.assignments or None, output=args.output, db_url=args.db, url=args.book_url)
+    except (ReleaseError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(f"released {path}")
+    return 0
 
 
 def _positive(kind):
     def parse(text: str):
-        value = kind(text)
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return parse
 
 
-def add_grade(subparsers) -> None:
-    p = subparsers.add_parser(
-        "grade", help="grade a class's submissions: grades.csv, feedback, report, gradebook",
-        description="Grade every submission in SUBMISSIONS, each in its own sandbox, and write into DIR: "
-                    "grades.csv, feedback/<student>/<assignment>.html, report.html and the nbgrader "
-                    "gradebook (DIR is an nbgrader course folder: `nbgrader export` and formgrader work "
-                    "there). Rerunning the same command grades only what is left.",
-        epilog="SUBMISSIONS is nbgrader's layout (<student_id>/<assignment>/<assignment>.ipynb), a zip "
-               "downloaded from an LMS (one notebook per student; the student id comes from each file's "
-               f"name through --id-pattern, default {DEFAULT_ID_PATTERN!r}: Canvas's "
-               "'doejane_12345_67890_x.ipynb' gives 'doejane'), or a single notebook.")
-    p.add_argument("submissions", metavar="SUBMISSIONS", help="folder, .zip or .ipynb")
+def _add_grade(sub: argparse._SubParsersAction) -> None:
+    from autograder.submissions import DEFAULT_ID_PATTERN
+
+    p = sub.add_parser(
+        "grade",
+        help="grade a class's submissions: grades.csv, feedback, report, gradebook",
+        description=(
+            "Grade every submission in SUBMISSIONS, each in its own sandbox, and write into DIR: "
+            "grades.csv, feedback/<student>/<assignment>.html, report.html and the nbgrader "
+            "gradebook (DIR is an nbgrader course folder: `nbgrader export` and formgrader work "
+            "there). Run the same command again after an interruption: it grades only what is left."
+        ),
+        epilog=(
+            "SUBMISSIONS is nbgrader's layout (<student_id>/<assignment>/<assignment>.ipynb), a zip "
+            "downloaded from an LMS (one notebook per student; the student id comes from each file's "
+            f"name through --id-pattern, default {DEFAULT_ID_PATTERN!r}: Canvas's "
+            "'doejane_12345_67890_bn-numpy-forward.ipynb' gives 'doejane'), or a single notebook."
+        ),
+    )
+    p.add_argument("submissions", metavar="SUBMISSIONS", help="a folder, a .zip or a .ipynb")
     p.add_argument("--out", required=True, metavar="DIR", help="where grades, feedback, report and gradebook go")
     p.add_argument("--assignment", metavar="NAME", help="grade only this assignment (required for a zip)")
     p.add_argument("--workers", type=_positive(int), metavar="N",
@@ -43,18 +96,18 @@ def add_grade(subparsers) -> None:
                    help="memory each notebook may use, in MiB (default: 3072)")
     p.add_argument("--force", action="store_true", help="grade again what is already graded")
     p.add_argument("--id-pattern", metavar="REGEX",
-                   help="regular expression with a group 'student' for ids in a zip's file names")
-    p.add_argument("--student", metavar="ID", help="the student id of a single notebook")
+                   help="regular expression with a group 'student' that finds the student id in a zip's file names")
+    p.add_argument("--student", metavar="ID", help="the student id of a single notebook (default: its file name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_grade)
+    p.set_defaults(run=_run_grade)
 
 
-def _grade(args) -> int:
+def _run_grade(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .grade import GradeOptions, grade, print_summary
-    from .sandbox import SandboxError
-    from .submissions import SubmissionsError
+    from autograder.grade import GradeOptions, grade, print_summary
+    from autograder.sandbox import SandboxError
+    from autograder.submissions import SubmissionsError
 
     console = Console(stderr=True)
     options = GradeOptions(args.submissions, args.out, args.assignment, args.workers, args.scheduler,
@@ -62,25 +115,29 @@ def _grade(args) -> int:
                            args.student, not args.no_progress)
     try:
         summary = grade(options, console)
-    except (SubmissionsError, SandboxError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+    except (SubmissionsError, SandboxError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     if summary.graded_now or summary.errors:
         print_summary(summary, args.out, console)
     return 1 if summary.errors else 0
 
 
-def add_report(subparsers) -> None:
-    p = subparsers.add_parser(
-        "report", help="rebuild grades.csv and report.html from a grading folder's gradebook",
-        description="Rewrite DIR/grades.csv and DIR/report.html from DIR's gradebook, e.g. after grading by "
-                    "hand in formgrader (a manual score overrides the autograder's).")
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rebuild grades.csv and report.html from a grading folder's gradebook",
+        description=(
+            "Rewrite DIR/grades.csv and DIR/report.html from DIR's gradebook, e.g. after grading by "
+            "hand in formgrader (a grader's manual score overrides the autograder's)."
+        ),
+    )
     p.add_argument("dir", metavar="DIR", help="a folder made by `python -m autograder grade --out DIR`")
-    p.set_defaults(func=_report)
+    p.set_defaults(run=_run_report)
 
 
-def _report(args) -> int:
-    from .report import rebuild
+def _run_report(args: argparse.Namespace) -> int:
+    from autograder.report import rebuild
 
     try:
         csv_path, html_path = rebuild(args.dir)
@@ -91,10 +148,22 @@ def _report(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_grade(sub)
-    add_report(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+#: The subcommands, in the order ``--help`` lists them.
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_release, _add_grade, _add_report]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograder",
+        description="Release, grade and report on the batch normalization course's notebooks.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
