@@ -105,12 +105,11 @@ class Course:
     def nbgrader_config(self):
         """The traitlets Config nbgrader's classes need for this course directory."""
         from traitlets.config import Config
-        from traitlets.config.loader import PyFileConfigLoader
+
+        from .release import load_config
 
         c = Config()
-        project = Path(__file__).with_name("nbgrader_config.py")
-        if project.is_file():  # the course's nbgrader settings, shared with `release`
-            c.merge(PyFileConfigLoader(project.name, str(project.parent)).load_config())
+        c.merge(load_config())  # the course's nbgrader settings, shared with `release`
         # ... but this folder's layout: nbgrader's defaults, under DIR
         c.CourseDirectory.root = str(self.root)
         c.CourseDirectory.db_url = self.db_url
@@ -148,15 +147,10 @@ class Course:
             self.set_meta(f"source:{assignment}", digest)
 
     def _generate(self, assignment: str) -> None:
-        from nbgrader.converters import GenerateAssignment
-        from nbgrader.coursedir import CourseDirectory
+        """nbgrader's generate_assignment into DIR/release, as ``python -m autograder release`` does."""
+        from .release import release
 
-        config = self.nbgrader_config()
-        coursedir = CourseDirectory(config=config)
-        coursedir.assignment_id = assignment
-        converter = GenerateAssignment(coursedir=coursedir, config=config)
-        converter.force = True
-        converter.start()
+        release([assignment], output=self.root / "release", db_url=self.db_url)
 
     # -- our table
     @contextlib.contextmanager

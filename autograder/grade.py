@@ -66,8 +66,13 @@ class Summary:
     results: list[Result] = field(default_factory=list)
 
     @property
+    def notebooks_run(self) -> int:
+        """Submissions that were notebooks to run (not missing)."""
+        return sum(1 for r in self.results if r.status != "missing")
+
+    @property
     def per_minute(self) -> float:
-        return 60.0 * self.graded_now / self.seconds if self.seconds > 0 else 0.0
+        return 60.0 * self.notebooks_run / self.seconds if self.seconds > 0 else 0.0
 
 
 # ---------------------------------------------------------------- the run
@@ -115,7 +120,9 @@ def grade(options: GradeOptions, console=None) -> Summary:
                     **base, "student_id": sub.student, "assignment": sub.assignment, "notebook": sub.data,
                     "seed": course.seed(sub.student, sub.assignment), "kind": course_mod.kind_of(sub.assignment),
                     "parts": parts[sub.assignment], "cell_order": orders[sub.assignment]})
-            runner = _DaskRunner(options) if options.scheduler else _LocalRunner(options, course)
+            kinds = sorted({course_mod.kind_of(s.assignment) for s in jobs})
+            runner = (_DaskRunner(options) if options.scheduler
+                      else _LocalRunner(options, course, kinds, base["limits"]))
             with runner:
                 for key, answer, error in runner.run(payloads):
                     sub = payloads[key][0]
@@ -188,9 +195,9 @@ def _snapshot(course: Course) -> bytes:
 
 
 def _worker_config(course: Course) -> dict:
+    """The course's nbgrader settings the workers need (everything but the folders)."""
     config = course.nbgrader_config()
-    keep = ("OverwriteCells", "LimitOutput", "ClearHiddenTests", "CheckCellMetadata", "ClearOutput")
-    return {k: dict(v) for k, v in config.items() if k in keep}
+    return {k: dict(v) for k, v in config.items() if k != "CourseDirectory"}
 
 
 def _limits_dict(limits: Limits) -> dict:
@@ -272,9 +279,10 @@ def _reports(course: Course) -> None:
 class _LocalRunner:
     """A pool of local worker processes (one sandbox slot each)."""
 
-    def __init__(self, options: GradeOptions, course: Course) -> None:
+    def __init__(self, options: GradeOptions, course: Course, kinds: list[str], limits: dict) -> None:
         self.workers = options.workers or len(os.sched_getaffinity(0))
         self.scratch = str(course.root / ".bngrade" / "work")
+        self.kinds, self.limits = kinds, limits
         self.pool = None
 
     def __enter__(self):
@@ -283,7 +291,7 @@ class _LocalRunner:
         os.makedirs(self.scratch, exist_ok=True)
         self.pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=worker.init_process, initargs=(self.scratch,))
+            initializer=worker.init_process, initargs=(self.scratch, self.kinds, self.limits))
         return self
 
     def run(self, payloads: dict):
@@ -406,8 +414,8 @@ def print_summary(summary: Summary, course_dir: str, console) -> None:
         rows.setdefault(r.assignment, {})
         rows[r.assignment][r.status] = rows[r.assignment].get(r.status, 0) + 1
         scores.setdefault(r.assignment, []).append(r.score / r.max_score if r.max_score else 0.0)
-    table = Table(title=f"Graded {summary.graded_now} submissions in {summary.seconds:.1f} s "
-                        f"({summary.per_minute:.1f} notebooks/minute)")
+    table = Table(title=f"Graded {summary.graded_now} submissions ({summary.notebooks_run} notebooks) in "
+                        f"{summary.seconds:.1f} s: {summary.per_minute:.1f} notebooks/minute")
     table.add_column("assignment")
     for status in course_mod.STATUSES:
         table.add_column(status, justify="right")

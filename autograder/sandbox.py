@@ -60,13 +60,17 @@ SANDBOX_FILES = ("bnlib/__init__.py", "bnlib/gradcheck.py", "autograder/__init__
 #: Where those files and the allowed packages appear inside the sandbox.
 LIB, SITE, SCRATCH = "/sandbox/lib", "/sandbox/site", "/scratch"
 CHANNEL = "/tmp/bngrade-channel"
-#: Top-level packages a notebook may import, per kind of assignment.
+#: Distributions a notebook may import, per kind of assignment (with what they require to run:
+#: PyTorch needs sympy, networkx, jinja2... for autograd functions and modules).
 PACKAGES = {
     "numpy": ("numpy",),
-    "torch": ("numpy", "torch", "torchgen", "typing_extensions"),
+    "torch": ("numpy", "torch"),
 }
+#: Requirements left out: build tools PyTorch lists but a notebook never needs.
+NOT_NEEDED = {"setuptools", "pip", "wheel"}
 #: What the warm runner imports once, per kind of assignment.
-PRELOAD = {"numpy": ("numpy", "autograder.probe"), "torch": ("numpy", "torch", "autograder.probe")}
+PRELOAD = {"numpy": ("numpy", "autograder.probe"),
+           "torch": ("numpy", "torch", "torch._dynamo", "sympy", "autograder.probe")}
 #: Root only: the first of the unprivileged user ids the sandboxes run as.
 UID_BASE = int(os.environ.get("BNGRADE_SANDBOX_UID", "61000"))
 UID_SLOTS = 256
@@ -157,10 +161,47 @@ def python_paths() -> tuple[str, list[str], list[str]]:
     return exe, needed, hide
 
 
+def requirement_closure(names: tuple[str, ...]) -> list[str]:
+    """The top-level modules of distributions `names` and of everything they require (no extras)."""
+    import importlib.metadata as md
+    import re as _re
+
+    seen, modules, todo = set(), [], list(names)
+    while todo:
+        dist_name = _re.split(r"[\s;<>=!~\[]", todo.pop(0), maxsplit=1)[0].lower().replace("_", "-")
+        if dist_name in seen or dist_name in NOT_NEEDED:
+            continue
+        seen.add(dist_name)
+        try:
+            dist = md.distribution(dist_name)
+        except md.PackageNotFoundError:
+            raise SandboxError(f"{dist_name!r} is not installed in {sys.prefix}") from None
+        for top in _top_level(dist):
+            if top not in modules:
+                modules.append(top)
+        todo += [r for r in (dist.requires or []) if "extra ==" not in r]
+    return modules
+
+
+def _top_level(dist) -> list[str]:
+    text = dist.read_text("top_level.txt")
+    if text:
+        return [t for t in text.split() if t and not t.startswith("_")] or text.split()
+    tops = []
+    for f in dist.files or []:
+        first = f.parts[0]
+        if first.endswith((".dist-info", ".data", ".libs")) or first in ("..", "__pycache__"):
+            continue
+        name = first[:-3] if first.endswith(".py") and len(f.parts) == 1 else first
+        if name.isidentifier() and name not in tops:
+            tops.append(name)
+    return tops
+
+
 def package_dirs(names: tuple[str, ...]) -> list[tuple[str, str]]:
     """(host path, name inside SITE) for each package, plus its auditwheel `.libs` folder."""
     out = []
-    for name in names:
+    for name in requirement_closure(names):
         spec = importlib.util.find_spec(name)
         if spec is None:
             raise SandboxError(f"package {name!r} is not installed in {sys.prefix}")
@@ -422,6 +463,19 @@ class Sandbox:
         if self.uid_slot:
             self.uid_slot.close()
 
+    def prestart(self, kind: str) -> "_Zygote | None":
+        """Start the warm runner for `kind` now (it imports while the caller does other work)."""
+        if not self.warm:
+            return None
+        if kind not in PACKAGES:
+            raise ValueError(f"unknown sandbox kind {kind!r}: expected one of {sorted(PACKAGES)}")
+        zygote = self._zygotes.get(kind)
+        if zygote is None or not zygote.alive():
+            if zygote is not None:
+                zygote.close()
+            zygote = self._zygotes[kind] = _Zygote(self.argv(kind, True))
+        return zygote
+
     def argv(self, kind: str, warm: bool) -> list[str]:
         if (kind, warm) not in self._argv:
             self._argv[kind, warm] = self.cgroup.wrap(bwrap_args(kind, self.limits, warm=warm))
@@ -441,11 +495,7 @@ class Sandbox:
                "limits": limits.for_executor()}
         oom0, refused0 = self.cgroup.counters()
         if self.warm:
-            zygote = self._zygotes.get(kind)
-            if zygote is None or not zygote.alive():
-                if zygote is not None:
-                    zygote.close()
-                zygote = self._zygotes[kind] = _Zygote(self.argv(kind, True))
+            zygote = self.prestart(kind)
             result = zygote.run(json.dumps(job).encode(), limits)
             if not zygote.alive():
                 self._zygotes.pop(kind).close()
@@ -641,7 +691,14 @@ class _Zygote:
         self.frames = bytearray()
         self.messages: list[dict] = []
         self.stderr = bytearray()
-        deadline = time.monotonic() + start_timeout
+        self.start_timeout = start_timeout
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        """Wait for the runner's imports (it starts them as soon as it is created)."""
+        if self.ready:
+            return
+        deadline = time.monotonic() + self.start_timeout
         while not any(m.get("t") == "ready" for m in self.messages):
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 err = self.proc.stderr.read(4000).decode(errors="replace") if self.proc.poll() is not None else ""
@@ -654,6 +711,7 @@ class _Zygote:
                     continue
                 self._decode(chunk, lambda _: None)
         self.messages.clear()
+        self.ready = True
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -675,6 +733,7 @@ class _Zygote:
                     pass
 
     def run(self, job: bytes, limits: Limits) -> RunResult:
+        self.wait_ready()
         monitor = _Monitor(self.proc, limits)
         self.messages.clear()
         try:

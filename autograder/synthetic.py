@@ -22,6 +22,9 @@ layout) and ``_build/demo-class/expected.json``, the outcome each student must g
 - ``malformed-json``, ``malformed-not-a-notebook``, and ``missing-<assignment>`` (a student
   folder without the notebook).
 
+Each synthetic student hands in one assignment; graded together, nbgrader's layout makes each
+of them ``missing`` for the others, and ``expected.json`` says so too.
+
 Each expected outcome names the status, the score (``"full"``, ``0`` or ``"partial"``, less
 than full but more than 0) and, where it matters, a piece of the reason or the mistake's name.
 """
@@ -71,7 +74,8 @@ def _hostile(grading_dir: Path | None) -> dict[str, tuple[str, str, object, str]
         "memory_bomb": ("hoard = bytearray(50 * 2**30)", "memory", "full", "memory"),
         "fork_bomb": ("import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(3600)",
                       "crashed", "full", "processes"),
-        "print_1gb": ("print('x' * 10**9)", "graded", "full", "printed too much"),
+        "print_1gb": ("import sys\nline = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(line)",
+                      "graded", "full", "printed too much"),
         "write_gradebook": (f"open({str(gradebook)!r}, 'w').write('all full marks')", "graded", "full", ""),
         "read_solutions": (f"print(open({str(solution)!r}).read())", "graded", "full", ""),
         "socket": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", "graded", "full",
@@ -279,6 +283,13 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             expected.append(Expected("malformed-json", a, "malformed", 0, "not valid JSON"))
             put("malformed-not-a-notebook", a, data=b'["a", "list"]')
             expected.append(Expected("malformed-not-a-notebook", a, "malformed", 0, "not a notebook"))
+        # nbgrader's layout: a student folder without an assignment's notebook is that student
+        # missing the assignment (the synthetic students each hand in one assignment)
+        handed_in = {(e.student, e.assignment) for e in expected}
+        for student in sorted({e.student for e in expected}):
+            for a in assignments:
+                if (student, a) not in handed_in:
+                    expected.append(Expected(student, a, "missing", 0, "no submission"))
         (out / "expected.json").write_text(json.dumps([asdict(e) for e in expected], indent=1))
         return expected
     finally:

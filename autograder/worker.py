@@ -75,8 +75,26 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def init_process(scratch: str | None = None) -> None:
-    """Initializer of a local worker process: a clean exit (and cleanup) when told to stop."""
+def warm_up(kinds: list[str], limits: dict | None = None) -> None:
+    """Start this thread's warm runners for `kinds` and import what grading them needs, meanwhile."""
+    from .sandbox import Limits
+
+    box = _sandbox(Limits(**(limits or {})))
+    for kind in kinds:
+        box.prestart(kind)
+    import nbformat  # noqa: F401
+    import nbgrader.preprocessors  # noqa: F401
+
+    from . import feedback, judge  # noqa: F401
+    if "torch" in kinds:
+        import torch  # noqa: F401
+        import torch._dynamo  # noqa: F401 - torch imports it lazily on the first autograd call
+
+        import bnlib.torch  # noqa: F401
+
+
+def init_process(scratch: str | None = None, kinds: list[str] | None = None, limits: dict | None = None) -> None:
+    """Initializer of a local worker process: warm up; a clean exit (and cleanup) when told to stop."""
     import multiprocessing.util
 
     if scratch:
@@ -91,6 +109,8 @@ def init_process(scratch: str | None = None) -> None:
         pass
     if os.getppid() == 1:
         sys.exit(143)
+    if kinds:
+        warm_up(kinds, limits)
 
 
 def _gradebook_url(snapshot: bytes) -> str:
@@ -172,94 +192,46 @@ def _read(data: bytes):
     return nb
 
 
-def _dedupe(nb) -> list[str]:
-    """Keep the last copy of each graded/solution/locked cell id; the others lose their role.
+def _graded_ids(nb) -> list[str]:
+    """The grade ids of the cells that have a grading role, in order (with repeats)."""
+    out = []
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if isinstance(meta, dict) and (meta.get("grade") or meta.get("solution") or meta.get("locked")):
+            out.append(meta.get("grade_id"))
+    return out
 
-    nbgrader's DeduplicateIds does the same but leaves an empty ``nbgrader`` metadata dict
-    behind, which its CheckCellMetadata then rejects, aborting the whole assignment.
-    """
-    seen: dict[str, int] = {}
-    notes = []
-    for index in range(len(nb.cells) - 1, -1, -1):
-        meta = nb.cells[index].get("metadata", {}).get("nbgrader")
-        if not isinstance(meta, dict):
-            continue
-        grade_id = meta.get("grade_id")
-        if not (meta.get("grade") or meta.get("solution") or meta.get("locked") or meta.get("task")):
-            continue
-        if grade_id in seen:
-            del nb.cells[index].metadata["nbgrader"]
-            notes.append(f"the cell {grade_id!r} appears more than once; the last copy was graded")
-        else:
-            seen[grade_id] = index
-    return sorted(set(notes))
+
+#: nbgrader's own sanitizing steps, for a course whose configuration does not name any.
+DEFAULT_SANITIZE = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
+                    "nbgrader.preprocessors.OverwriteKernelspec", "nbgrader.preprocessors.OverwriteCells",
+                    "nbgrader.preprocessors.CheckCellMetadata"]
 
 
 def _sanitize(nb, job):
-    """nbgrader's sanitizing steps, with the gradebook's copy; returns (notebook, notes)."""
-    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells,
-                                        OverwriteKernelspec)
+    """The course's ``Autograde.sanitize_preprocessors`` (nbgrader's, with the course's fixes for
+    duplicated and deleted graded cells, :mod:`autograder.preprocessors`), run with the
+    gradebook's copy; returns (notebook, notes for the reason)."""
+    import nbformat
     from traitlets.config import Config
+    from traitlets.utils.importstring import import_item
 
     config = Config(job.get("nbgrader_config", {}))
-    # nbgrader 0.9.6's add_missing_cells builds the restored cell from plain dicts, which its
-    # next step cannot read: graded cells that are gone are put back here instead.
-    config.OverwriteCells.add_missing_cells = False
+    names = list(config.Autograde.get("sanitize_preprocessors", DEFAULT_SANITIZE))
     resources = {"nbgrader": {"db_url": _gradebook_url(job["gradebook"]), "assignment": job["assignment"],
                               "notebook": job["assignment"], "student": job["student_id"]}}
-    notes = _dedupe(nb)
-    for cls in (ClearOutput, DeduplicateIds, OverwriteKernelspec):
+    before = _graded_ids(nb)
+    for name in names:
+        cls = import_item(name) if isinstance(name, str) else name
         nb, resources = cls(config=config).preprocess(nb, resources)
-    restored = _restore_missing(nb, resources, job.get("cell_order", []))
+        nb = nbformat.from_dict(nb)  # cells put back arrive as plain dicts
+    after = set(_graded_ids(nb))
+    notes = [f"the cell {g!r} appears {before.count(g)} times; the last copy was graded"
+             for g in sorted({g for g in before if before.count(g) > 1})]
+    restored = [g for g in job.get("cell_order", sorted(after)) if g in after and g not in before]
     if restored:
         notes.append(f"graded cells missing from the notebook were put back: {', '.join(restored)}")
-    for cls in (OverwriteCells, CheckCellMetadata):
-        nb, resources = cls(config=config).preprocess(nb, resources)
     return nb, notes
-
-
-def _restore_missing(nb, resources, order: list[str]) -> list[str]:
-    """Put back the graded cells a student deleted, where they were (what add_missing_cells means)."""
-    import nbformat
-    from nbgrader.api import Gradebook
-
-    info = resources["nbgrader"]
-    present = {c.metadata.nbgrader.get("grade_id") for c in nb.cells
-               if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
-    restored = []
-    with Gradebook(info["db_url"]) as gb:
-        source = gb.find_notebook(info["notebook"], info["assignment"])
-        cells = {c.name: c for c in source.source_cells}
-        solutions = {c.name for c in source.solution_cells}
-        for grade in source.grade_cells:
-            if grade.name in present or grade.name not in cells:
-                continue
-            src = cells[grade.name]
-            meta = {"deletable": False, "editable": False,
-                    "nbgrader": {"grade": True, "grade_id": grade.name, "locked": bool(src.locked),
-                                 "points": float(grade.max_score), "solution": grade.name in solutions,
-                                 "cell_type": src.cell_type, "checksum": src.checksum, "schema_version": 3}}
-            make = nbformat.v4.new_code_cell if src.cell_type == "code" else nbformat.v4.new_markdown_cell
-            cell = make(src.source, metadata=meta)
-            nb.cells.insert(_position(nb, grade.name, order), cell)
-            present.add(grade.name)
-            restored.append(grade.name)
-    return restored
-
-
-def _position(nb, grade_id: str, order: list[str]) -> int:
-    """Where a restored cell goes: after the graded cell before it in the released notebook."""
-    where = {c.metadata.nbgrader.get("grade_id"): i for i, c in enumerate(nb.cells)
-             if isinstance(c.get("metadata", {}).get("nbgrader"), dict)}
-    if grade_id in order:
-        k = order.index(grade_id)
-        for before in reversed(order[:k]):
-            if before in where:
-                return where[before] + 1
-        for after in order[k + 1:]:
-            if after in where:
-                return where[after]
-    return len(nb.cells)
 
 
 def _execute(nb, job):
