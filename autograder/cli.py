@@ -105,7 +105,7 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
 def _run_grade(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from autograder.grade import GradeOptions, grade, print_summary
+    from autograder.grade import GradeError, GradeOptions, grade, print_summary
     from autograder.sandbox import SandboxError
     from autograder.submissions import SubmissionsError
 
@@ -115,8 +115,8 @@ def _run_grade(args: argparse.Namespace) -> int:
                            args.student, not args.no_progress)
     try:
         summary = grade(options, console)
-    except (SubmissionsError, SandboxError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+    except (SubmissionsError, SandboxError, GradeError) as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False, style="red")
         return 2
     if summary.graded_now or summary.errors:
         print_summary(summary, args.out, console)

@@ -30,6 +30,10 @@ from .sandbox import Limits, SandboxError
 from .submissions import Submission, collect
 
 
+class GradeError(RuntimeError):
+    """The run cannot start (e.g. the Dask scheduler cannot be reached); the message says why."""
+
+
 @dataclass
 class GradeOptions:
     """What `grade` was asked to do (the CLI's arguments)."""
@@ -329,7 +333,10 @@ class _DaskRunner:
     def __enter__(self):
         from distributed import Client
 
-        self.client = Client(self.address, timeout="30s")
+        try:
+            self.client = Client(self.address, timeout="20s")
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise GradeError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from None
         return self
 
     def run(self, payloads: dict):

@@ -448,6 +448,7 @@ class Sandbox:
                                  self.limits.memory, self.limits.processes)
         self._argv: dict[tuple[str, bool], list[str]] = {}
         self._zygotes: dict[str, _Zygote] = {}
+        self.closed = False
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -456,6 +457,7 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
+        self.closed = True
         for zygote in self._zygotes.values():
             zygote.close()
         self._zygotes.clear()

@@ -177,9 +177,11 @@ def _structural(nb, case: str):
     if case == "delete_cells":
         for i in reversed(tests[:2]):
             del nb.cells[i]
-    elif case == "duplicate_cells":
-        nb.cells.insert(tests[0] + 1, copy.deepcopy(nb.cells[tests[0]]))
-        nb.cells.append(copy.deepcopy(nb.cells[tests[-1]]))
+    elif case == "duplicate_cells":  # copy and paste in Jupyter: same metadata, a new cell id
+        first, last = copy.deepcopy(nb.cells[tests[0]]), copy.deepcopy(nb.cells[tests[-1]])
+        first["id"], last["id"] = "pasted-1", "pasted-2"
+        nb.cells.insert(tests[0] + 1, first)
+        nb.cells.append(last)
     elif case == "edit_tests":
         for i in tests:
             nb.cells[i].source = "pass"
@@ -276,7 +278,7 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             put("hostile-delete_cells", a, _structural(good, "delete_cells"))
             expected.append(Expected("hostile-delete_cells", a, "graded", "full", "put back"))
             put("hostile-duplicate_cells", a, _structural(good, "duplicate_cells"))
-            expected.append(Expected("hostile-duplicate_cells", a, "graded", "full", "more than once"))
+            expected.append(Expected("hostile-duplicate_cells", a, "graded", "full", "appears 2 times"))
             put("hostile-edit_tests", a, _structural(good, "edit_tests"))
             expected.append(Expected("hostile-edit_tests", a, "graded", "full"))
             put("malformed-json", a, data=b'{"cells": [ {"cell_type": "code", "source": "1 +')

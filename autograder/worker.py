@@ -41,7 +41,7 @@ from pathlib import Path
 #: Per thread: the sandbox slot this thread grades in.
 _local = threading.local()
 _sandboxes: list = []
-_lock = threading.Lock()
+_lock = threading.RLock()
 _scratch: dict[str, str] = {}
 
 
@@ -50,7 +50,7 @@ def _sandbox(limits):
     from .sandbox import Sandbox
 
     box = getattr(_local, "sandbox", None)
-    if box is None:
+    if box is None or box.closed:
         box = Sandbox(limits)
         _local.sandbox = box
         with _lock:
@@ -64,15 +64,34 @@ def shutdown() -> None:
         while _sandboxes:
             _sandboxes.pop().close()
         for path in list(_scratch.values()):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            if os.path.isdir(path):
+                import shutil
+
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         _scratch.clear()
     _local.__dict__.clear()
 
 
 atexit.register(shutdown)
+
+
+def _private_caches() -> None:
+    """PyTorch's compiler caches (torch._dynamo is imported by the judge) go to a private folder."""
+    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
+        return
+    folder = os.environ.get("BNGRADE_SCRATCH") or None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="bngrade-torch-cache-", dir=folder)
+    with _lock:
+        _scratch[path] = path
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(path, "triton"))
 
 
 def warm_up(kinds: list[str], limits: dict | None = None) -> None:
@@ -93,6 +112,17 @@ def warm_up(kinds: list[str], limits: dict | None = None) -> None:
         import bnlib.torch  # noqa: F401
 
 
+def _terminate(*_) -> None:
+    """SIGTERM (the coordinator died, or stops the pool): release the sandboxes, then exit now.
+
+    A pool worker cannot wait for its queue to tell it to stop: it holds both ends of it.
+    """
+    try:
+        shutdown()
+    finally:
+        os._exit(143)
+
+
 def init_process(scratch: str | None = None, kinds: list[str] | None = None, limits: dict | None = None) -> None:
     """Initializer of a local worker process: warm up; a clean exit (and cleanup) when told to stop."""
     import multiprocessing.util
@@ -100,7 +130,7 @@ def init_process(scratch: str | None = None, kinds: list[str] | None = None, lim
     if scratch:
         os.environ["BNGRADE_SCRATCH"] = scratch
     multiprocessing.util.Finalize(None, shutdown, exitpriority=100)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _terminate)
     try:  # die with the coordinator: PR_SET_PDEATHSIG, SIGTERM
         import ctypes
 
@@ -109,6 +139,7 @@ def init_process(scratch: str | None = None, kinds: list[str] | None = None, lim
         pass
     if os.getppid() == 1:
         sys.exit(143)
+    _private_caches()
     if kinds:
         warm_up(kinds, limits)
 
@@ -136,6 +167,7 @@ def grade_notebook(job: dict) -> dict:
     machinery fails (then nothing is recorded and a rerun grades it again).
     """
     started = time.monotonic()
+    _private_caches()
     answer = {"student_id": job["student_id"], "assignment": job["assignment"], "status": "graded",
               "reason": "", "parts": {}, "mistakes": [], "notebook": None, "feedback": None,
               "score": 0.0, "max_score": 0.0, "notes": []}

@@ -1,0 +1,51 @@
+"""The instructor's command line: every subcommand explains itself; bad input gets a clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from autograder.sandbox import REPO_DIR
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autograder", *map(str, args)], cwd=REPO_DIR,
+                          capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command, words", [
+    ("grade", ["SUBMISSIONS", "--out", "--assignment", "--workers", "--scheduler", "--timeout", "--force",
+               "--id-pattern", "doejane"]),
+    ("report", ["DIR", "gradebook"]),
+])
+def test_every_subcommand_has_help(command, words):
+    proc = _cli(command, "--help")
+    assert proc.returncode == 0
+    for word in words:
+        assert word in proc.stdout
+
+
+def test_the_top_level_help_lists_release_grade_and_report():
+    proc = _cli("--help")
+    assert proc.returncode == 0
+    for command in ("release", "grade", "report"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["grade", "/no/such/folder", "--out", "{tmp}/out"], "/no/such/folder does not exist"),
+    (["grade", "{tmp}/class.zip", "--out", "{tmp}/out"], "name it with --assignment"),
+    (["grade", "{tmp}", "--out", "{tmp}/out", "--assignment", "homework"], "unknown assignment 'homework'"),
+    (["grade", "{tmp}", "--out", "{tmp}/out", "--workers", "0"], "must be positive"),
+])
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "class.zip", "w") as z:
+        z.writestr("ada_1_2_x.ipynb", "{}")
+    proc = _cli(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2
+    assert message in " ".join(proc.stderr.split())
+    assert not (tmp_path / "out").exists()
