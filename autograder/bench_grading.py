@@ -1,6 +1,6 @@
 """Throughput: ``python -m autograder grade`` against plain ``nbgrader autograde``, side by side.
 
-    python -m autograder.bench_grading [--copies 4] [--workers N] [--timeout 10]
+    python -m autograder.bench_grading [--copies 1] [--workers N] [--timeout 10]
 
 Builds one synthetic class (:mod:`autograder.synthetic`) of at least 40 notebooks across the
 three assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
@@ -104,8 +104,8 @@ def time_nbgrader(notebooks: list[tuple[str, str]], submitted: Path, course: Pat
     return time.monotonic() - start
 
 
-def agreement(ours: Path, course: Path) -> tuple[int, int]:
-    """How many notebooks both graders scored the same (nbgrader cannot read the malformed one)."""
+def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
+    """How many notebooks both graders scored the same, and the ones they did not."""
     from .release import tools_on_path
 
     tools_on_path()
@@ -117,12 +117,14 @@ def agreement(ours: Path, course: Path) -> tuple[int, int]:
         mine = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)
                 if r["status"] != "missing"}
     both = set(theirs) & set(mine)
-    return sum(theirs[k] == mine[k] for k in both), len(both)
+    differ = [f"{s}/{a}: nbgrader {theirs[s, a]:g}, autograder {mine[s, a]:g}" for s, a in sorted(both)
+              if theirs[s, a] != mine[s, a]]
+    return len(both) - len(differ), len(both), differ
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.bench_grading", description=__doc__.split("\n")[0])
-    parser.add_argument("--copies", type=int, default=4, help="correct, blank and wrong students of each kind")
+    parser.add_argument("--copies", type=int, default=1, help="students of each correct, blank and wrong kind (1: 48 notebooks)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per cell, for both graders")
     parser.add_argument("--keep", metavar="DIR", help="keep the class and both outputs in DIR")
@@ -136,20 +138,22 @@ def main(argv: list[str] | None = None) -> int:
         ours = time_ours(work / "class" / "submitted", work / "ours", args.workers, args.timeout)
         theirs = time_nbgrader(notebooks, work / "class" / "submitted", work / "nbgrader", args.timeout)
         load_after = os.getloadavg()
-        same, compared = agreement(work / "ours", work / "nbgrader")
+        same, compared, differ = agreement(work / "ours", work / "nbgrader")
         rate_ours, rate_theirs = 60 * n / ours, 60 * n / theirs
         mode = "warm runner per slot" if warm_available() else "fresh sandbox per notebook"
         print(json.dumps({"notebooks": n, "workers": args.workers, "cores": len(os.sched_getaffinity(0)),
                           "root": is_root(), "sandbox": mode,
                           "load_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
                           "autograder_seconds": round(ours, 1), "nbgrader_seconds": round(theirs, 1),
-                          "same_score": f"{same}/{compared}"}, indent=1))
+                          "same_score": f"{same}/{compared}", "different_score": differ}, indent=1))
         print(f"\n{n} notebooks ({', '.join(sorted({a for _, a in notebooks}))}), {args.workers} workers, "
               f"{len(os.sched_getaffinity(0))} cores, load {load_before[0]:.1f} -> {load_after[0]:.1f}")
         print(f"python -m autograder grade : {ours:7.1f} s  {rate_ours:7.1f} notebooks/minute")
         print(f"nbgrader autograde         : {theirs:7.1f} s  {rate_theirs:7.1f} notebooks/minute")
         print(f"ratio                      : {rate_ours / rate_theirs:7.2f}x")
         print(f"same score in both         : {same} of {compared} notebooks")
+        for line in differ:  # plain nbgrader trusts the student's process: a forged probe passes there
+            print(f"  differs: {line}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -94,7 +94,8 @@ def grade(options: GradeOptions, console=None) -> Summary:
     subs += _missing_students(course, subs, used)
     sources = {a: course.meta(f"source:{a}") or "" for a in used}
     done = course.results()
-    todo = [s for s in subs if options.force or not _is_done(done.get((s.student, s.assignment)), s, sources)]
+    todo = [s for s in subs if not _is_done(done.get((s.student, s.assignment)), s, sources)
+            or (options.force and s.status != "missing")]
     summary = Summary(skipped=len(subs) - len(todo))
     if not todo:
         console.print(f"Nothing to grade: all {len(subs)} submissions in {options.out} are graded "
@@ -145,12 +146,15 @@ def grade(options: GradeOptions, console=None) -> Summary:
 
 
 def _is_done(row: Result | None, sub: Submission, sources: dict) -> bool:
+    """Whether `sub` already has its result (`row`), so that this run leaves it alone."""
     if row is None:
         return False
+    if sub.status == "missing":
+        # nothing handed in this time: a grade from an earlier run (another zip, a late
+        # notebook graded alone) stays; only a student never graded gets a 'missing' row
+        return True
     if row.source_sha256 != sources.get(sub.assignment, ""):
         return False
-    if sub.status == "missing":
-        return row.status == "missing"
     return row.sha256 == sub.sha256
 
 

@@ -272,3 +272,23 @@ def test_expected_json_describes_the_class(synthetic_class):
     assert len(on_disk) == len(expected)
     kinds = {e.student.split("-")[0] for e in expected}
     assert kinds == {"correct", "blank", "wrong", "hostile", "malformed", "missing"}
+
+
+def test_grading_one_late_notebook_keeps_the_rest_of_the_class(graded_class, tmp_path):
+    import shutil
+
+    from tests.grade_runs import run_grade
+
+    run, _ = graded_class
+    course_dir = tmp_path / "grades"
+    shutil.copytree(run.out, course_dir)
+    before = Course(course_dir).results()
+    late = tmp_path / "late-student.ipynb"
+    late.write_bytes((run.out / "submitted" / "correct-bn-numpy-forward" / "bn-numpy-forward" /
+                      "bn-numpy-forward.ipynb").read_bytes())
+    again = run_grade([late, "--assignment", "bn-numpy-forward", "--no-progress"], course_dir, tmp_path / "s")
+    assert again.returncode == 0, again.stderr
+    after = Course(course_dir).results()
+    assert {k: v for k, v in after.items() if k[0] != "late-student"} == before
+    assert (after[("late-student", "bn-numpy-forward")].status, after[("late-student", "bn-numpy-forward")].score) \
+        == ("graded", 12.0)
