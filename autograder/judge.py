@@ -275,7 +275,6 @@ def _excerpt(got: np.ndarray, want: np.ndarray) -> str:
 
 def _array_problems(sc: Scenario, student: Record, ref: Record, keys: Iterable[str]) -> list[str]:
     problems = []
-    calls = student.facts.get("calls", {}) or ref.facts.get("calls", {})
     types = student.facts.get("types", {})
     for key in keys:
         want = ref.arrays[key]
@@ -296,7 +295,6 @@ def _array_problems(sc: Scenario, student: Record, ref: Record, keys: Iterable[s
         if err > sc.rtol:
             size = "" if not np.isfinite(err) else f" (largest difference {err:.2g} of the largest value)"
             problems.append(f"{how} is wrong{_excerpt(got, want)}{size}.")
-    del calls
     return problems
 
 
