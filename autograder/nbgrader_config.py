@@ -2,8 +2,8 @@
 
 ``python -m autograder`` loads it; nbgrader's own commands take it from the repository root:
 
-    nbgrader generate_assignment bn-torch --config autograder/nbgrader_config.py --force
-    nbgrader validate solutions/bn-torch/bn-torch.ipynb --config autograder/nbgrader_config.py
+    nbgrader generate_assignment bn-torch --force --NbGrader.config_file=autograder/nbgrader_config.py
+    nbgrader autograde bn-torch --NbGrader.config_file=autograder/nbgrader_config.py
 
 Layout (relative to the repository root, the course root): the instructor's source notebooks
 in ``solutions/<assignment>/``; everything nbgrader makes under ``_build/`` (git-ignored): the
@@ -14,7 +14,7 @@ copies in ``_build/autograded/``, feedback in ``_build/feedback/`` and the grade
 Links to the course book: the notebooks link chapters as ``book:<chapter>``; the release
 rewrites them to ``<book URL>/book/<chapter>.html`` when a book URL is set (``html.baseurl``
 in ``_config.yml``, or the environment variable ``BN_BOOK_URL``), and otherwise leaves the
-chapter's name in plain text (see ``autograder/release.py``).
+link's text (the chapter's title) as plain text (see ``autograder/release.py``).
 """
 
 import os

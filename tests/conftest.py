@@ -8,21 +8,53 @@ from hypothesis import settings
 settings.register_profile("course", database=None, deadline=None)
 settings.load_profile("course")
 
+# --------------------------------------------------------------------------------------------
+# The student notebooks (shared by the notebook, autograder and book tests)
+# --------------------------------------------------------------------------------------------
 
-# ---------------------------------------------------------------- grading: shared, expensive fixtures
-import pytest
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from tests.grade_runs import run_grade
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
 
 
 @pytest.fixture(scope="session")
-def released(tmp_path_factory) -> dict:
-    """The student notebook of every assignment (``python -m autograder release``), once per session."""
-    from autograder.release import release
+def student_release() -> Path:
+    """The student notebooks, generated once per session by ``python -m autograder release``.
 
-    out = tmp_path_factory.mktemp("release")
-    paths = release(output=out / "release", db_url=f"sqlite:///{out / 'gradebook.db'}", url="")
-    return {p.parent.name: p for p in paths}
+    Returns the release folder, ``_build/release``, holding ``<assignment>/<assignment>.ipynb``;
+    the gradebook that knows their graded cells is ``_build/gradebook.db`` (copy it before
+    grading into it).
+    """
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "release"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"autograder release failed:\n{proc.stdout}\n{proc.stderr}"
+    release = REPO / "_build" / "release"
+    for a in ASSIGNMENTS:
+        assert (release / a / f"{a}.ipynb").is_file(), f"release did not produce {a}/{a}.ipynb"
+    return release
+
+
+# --------------------------------------------------------------------------------------------
+# Grading a class (the autograder's end-to-end tests)
+# --------------------------------------------------------------------------------------------
+
+from tests.grade_runs import run_grade  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def released(student_release) -> dict[str, Path]:
+    """``assignment -> its student notebook``, from the session's one release."""
+    return {a: student_release / a / f"{a}.ipynb" for a in ASSIGNMENTS}
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 ``run_channel(nb, channel, seed)`` runs a notebook's code cells top to bottom in a fresh Python
 process with the probe in channel mode (``BNGRADE_CHANNEL``/``BNGRADE_SEED``), as the
 autograder's sandbox does; ``judge_channel(...)`` then judges every graded cell in this
-(trusted) process. ``autograde(course, assignment, submissions)`` runs plain ``nbgrader
+(trusted) process. ``autograde(release, assignment, submissions, workdir)`` runs plain ``nbgrader
 autograde`` (local mode) on many submissions in one nbgrader process and returns the scores
 and the outputs of every graded cell.
 """
@@ -22,7 +22,7 @@ from typing import Any
 
 import nbformat
 
-from tests.student_code import ROOT, hidden_test_sources
+from student_code import ROOT, hidden_test_sources
 
 _RUNNER = textwrap.dedent(
     """
@@ -134,8 +134,11 @@ _AUTOGRADE = textwrap.dedent(
 )
 
 
-def autograde(course: Any, assignment: str, submissions: dict[str, Any], workdir: Path, timeout: int = 120) -> dict[str, Graded]:
-    """Autograde ``{student_id: notebook}`` with plain nbgrader (local mode) in a copy of ``course``.
+def autograde(release: Path, assignment: str, submissions: dict[str, Any], workdir: Path, timeout: int = 120) -> dict[str, Graded]:
+    """Autograde ``{student_id: notebook}`` with plain nbgrader (local mode).
+
+    ``release``: the release folder (``_build/release``); its gradebook, ``../gradebook.db``,
+    is copied into ``workdir``, where the submissions and nbgrader's outputs go.
 
     Runs one nbgrader process for all the submissions (a fresh kernel per notebook), with its
     own copy of the gradebook. Raises ``AssertionError`` with nbgrader's log if a submission
@@ -143,7 +146,7 @@ def autograde(course: Any, assignment: str, submissions: dict[str, Any], workdir
     """
     workdir.mkdir(parents=True, exist_ok=True)
     db = workdir / "gradebook.db"
-    shutil.copy(course.db_path, db)
+    shutil.copy(Path(release).parent / "gradebook.db", db)
     for student, nb in submissions.items():
         target = workdir / "submitted" / student / assignment
         target.mkdir(parents=True, exist_ok=True)
@@ -155,7 +158,7 @@ def autograde(course: Any, assignment: str, submissions: dict[str, Any], workdir
         "course": {
             "root": str(workdir),
             "source_directory": str(ROOT / "solutions"),
-            "release_directory": str(course.release_dir),
+            "release_directory": str(release),
             "submitted_directory": "submitted",
             "autograded_directory": "autograded",
             "feedback_directory": "feedback",

@@ -533,21 +533,18 @@ GROUPS: dict[str, list[list[str]]] = {
     ],
     "bn-numpy-backward": [
         ["backward:unbiased_variance_normalizes", "staged:dbeta_wrong_axis"],
-        ["staged:dx_missing_mean_path", "compact:dx_missing_variance_path"],
+        ["staged:dx_missing_mean_path", "compact:dx_missing_variance_path", "staged:dgamma_uses_x"],
         ["staged:dx_missing_variance_path", "compact:dx_missing_mean_path"],
         ["staged:dx_missing_gamma", "compact:dx_statistics_held_constant"],
         ["staged:dgamma_wrong_axis", "backward:gamma_beta_swapped"],
-        ["staged:dgamma_uses_x"],
-        ["backward:variance_not_square_rooted"],
-        ["backward:statistics_over_features"],
-        ["backward_ignores_cache"],
-        ["backward_changes_cache"],
+        ["backward:variance_not_square_rooted", "backward_ignores_cache"],
+        ["backward:statistics_over_features", "backward_changes_cache"],
     ],
     "bn-torch": [
         ["torch:unbiased_variance_normalizes", "num_batches_not_counted", "torch:momentum_reversed", "parameters_misnamed", "tensor_on_default_device"],
-        ["torch:eps_outside_sqrt", "torch:biased_running_var", "running_stats_updated_in_eval", "buffers_not_registered", "untracked_uses_running_stats"],
+        ["torch:eps_outside_sqrt", "torch:dx_missing_variance_path", "torch:biased_running_var", "running_stats_updated_in_eval",
+         "buffers_not_registered", "untracked_uses_running_stats"],
         ["torch:dx_missing_mean_path", "torch:eval_uses_batch_statistics", "running_var_unbiased_with_n", "momentum_none_not_cumulative", "affine_ignored"],
-        ["torch:dx_missing_variance_path"],
         ["ncl_reshaped_without_transpose"],
         ["torch:dgamma_wrong_axis"],
         ["backward_missing_eps_gradient"],
@@ -650,3 +647,24 @@ sys.modules["bnlib.numpy"] = fake
 import builtins
 builtins.AssertionError = type("AssertionError", (Exception,), {})
 '''
+
+
+def stub_sources(assignment: str) -> dict[str, str]:
+    """The solution cells as students receive them: each solution region replaced by nbgrader's stub."""
+    out = {}
+    for cell in solution_notebook(assignment).cells:
+        meta = _nbgrader(cell)
+        if not meta.get("solution"):
+            continue
+        lines, inside = [], False
+        for line in cell.source.splitlines():
+            if "### BEGIN SOLUTION" in line:
+                indent = line[: len(line) - len(line.lstrip())]
+                lines += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
+                inside = True
+            elif "### END SOLUTION" in line:
+                inside = False
+            elif not inside:
+                lines.append(line)
+        out[meta["grade_id"]] = "\n".join(lines)
+    return out
