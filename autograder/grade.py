@@ -338,7 +338,7 @@ class _DaskRunner:
         from distributed import Client
 
         try:
-            self.client = Client(self.address, timeout="20s")
+            self.client = Client(self.address, timeout="10s")
         except (OSError, TimeoutError, ValueError) as exc:
             raise GradeError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from None
         return self

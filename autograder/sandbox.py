@@ -31,7 +31,6 @@ sandbox when a limit is passed, and returns a :class:`RunResult`.
 
 from __future__ import annotations
 
-import dataclasses
 import base64
 import importlib.util
 import json
@@ -799,13 +798,3 @@ def running_sandboxes() -> list[int]:
                 or (b"bwrap" in cmdline.split(b"\0")[0] and LIB.encode() in cmdline)):
             found.append(int(entry.name))
     return found
-
-
-def describe_setup() -> dict:
-    """How sandboxes are made on this machine (for logs, the report, and the tests)."""
-    box = Sandbox()
-    try:
-        return {"bwrap": bwrap_path(), "root": is_root(), "uid": box.uid,
-                "cgroups": box.cgroup.active, **dataclasses.asdict(box.limits)}
-    finally:
-        box.close()

@@ -103,7 +103,10 @@ def collect(source: str | os.PathLike, assignments: list[str], assignment: str |
     if path.suffix.lower() == ".zip":
         if assignment is None:
             raise SubmissionsError("a zip from an LMS holds one assignment: name it with --assignment")
-        return _from_zip(path, assignment, id_pattern or DEFAULT_ID_PATTERN)
+        found = _from_zip(path, assignment, id_pattern or DEFAULT_ID_PATTERN)
+        if not found:
+            raise SubmissionsError(f"{path} holds no notebook (.ipynb)")
+        return found
     if path.suffix.lower() == ".ipynb":
         return [_from_notebook(path, assignments, assignment, student)]
     raise SubmissionsError(f"{path} is neither a folder (nbgrader's layout), a .zip nor a .ipynb")

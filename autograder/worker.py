@@ -9,12 +9,13 @@ notebook, the feedback page, the scores), so that only the coordinator writes th
 For one notebook it:
 
 1. reads it (not JSON, or not a notebook: ``malformed``);
-2. sanitizes it with nbgrader's own preprocessors, as ``nbgrader autograde`` does
-   (``ClearOutput``, ``DeduplicateIds``, ``OverwriteKernelspec``, ``OverwriteCells`` with
-   ``add_missing_cells``, ``CheckCellMetadata``): locked cells and hidden tests come back from
-   the gradebook, deleted graded cells are put back. Duplicated graded cells, which make
-   nbgrader 0.9.6 abort a whole assignment, are resolved first as nbgrader means to (the last
-   copy keeps its role, the others become ordinary cells);
+2. sanitizes it with the preprocessors ``nbgrader autograde`` runs before executing, as the
+   course configures them (``Autograde.sanitize_preprocessors`` in ``nbgrader_config.py``:
+   nbgrader's ``ClearOutput``, ``OverwriteKernelspec``, ``CheckCellMetadata``, and the course's
+   ``DeduplicateCells`` and ``RestoreCells`` from :mod:`autograder.preprocessors`): locked cells
+   and hidden tests come back from the gradebook, deleted graded cells are put back where they
+   were, and a duplicated graded cell (which makes nbgrader 0.9.6 abort a whole assignment) is
+   graded once; each of these goes into the reason;
 3. runs its code cells in a fresh sandbox (:mod:`autograder.sandbox`) in channel mode;
 4. asks :func:`autograder.judge.verdict` about every graded test cell, from the record the
    probe wrote (or None when the check never ran), and writes the verdict into that cell's

@@ -284,3 +284,48 @@ def test_processes_helper_sees_a_sandbox_while_it_runs():
         t.join()
     assert seen
     assert os.getpid() not in seen
+
+
+# ---------------------------------------------------------------- as a normal user
+def test_a_normal_user_gets_an_unprivileged_user_namespace_and_no_capabilities(monkeypatch):
+    import autograder.sandbox as sb
+
+    monkeypatch.setattr(sb, "is_root", lambda: False)
+    args = sb.bwrap_args("numpy", FAST)
+    assert "--unshare-user" in args and "--disable-userns" in args
+    assert "--cap-add" not in args
+    assert Sandbox(FAST).warm is False
+
+
+def _system_python():
+    import shutil
+    import sys
+
+    path = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/bin")
+    return path
+
+
+@pytest.mark.skipif(not is_root() or _system_python() is None,
+                    reason="needs root (to become another user) and a system Python of this version")
+def test_the_sandbox_works_for_a_normal_user(monkeypatch):
+    """Run as `nobody`: an unprivileged user namespace gives the same isolation (no cgroups)."""
+    import autograder.sandbox as sb
+
+    monkeypatch.setattr(sb, "is_root", lambda: False)
+    monkeypatch.setattr(sb, "python_paths", lambda: (_system_python(), [], ["/usr/lib/python3/dist-packages"]))
+    with Sandbox(FAST) as box:
+        assert not box.warm and box.uid is None and not box.cgroup.active
+        plain = box.argv
+        monkeypatch.setattr(box, "argv", lambda kind, warm: ["setpriv", "--reuid=65534", "--regid=65534",
+                                                             "--clear-groups", *plain(kind, warm)])
+        r = run(box, "import os, numpy\nprint(os.getuid(), numpy.ones(2).sum())",
+                "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
+                f"open({str(REPO_DIR / 'bnlib' / 'numpy.py')!r})",
+                "import os\nfor _ in range(10_000):\n    if os.fork() == 0:\n        import time; time.sleep(60)",
+                "bytearray(50 * 2**30)")
+    assert text(r, 0) == "65534 2.0\n"
+    assert r.cells[1]["events"] == ["network"]
+    assert "FileNotFoundError" in text(r, 2)
+    assert r.cells[3]["events"] == ["process-limit"]
+    assert text(r, 4).startswith("MemoryError")
+    assert sandbox_processes() == []

@@ -152,6 +152,12 @@ def test_bad_zip_options_are_clear_errors(tmp_path, kwargs, message):
         collect(z, ASSIGNMENTS, **kwargs)
 
 
+def test_a_zip_without_notebooks_is_a_clear_error(tmp_path):
+    z = _zip(tmp_path / "empty.zip", {"readme.txt": b"hello"})
+    with pytest.raises(SubmissionsError, match="holds no notebook"):
+        collect(z, ASSIGNMENTS, "bn-torch")
+
+
 def test_a_file_that_is_not_a_zip_is_a_clear_error(tmp_path):
     (tmp_path / "fake.zip").write_text("not a zip")
     with pytest.raises(SubmissionsError, match="not a readable zip"):
