@@ -103,7 +103,7 @@ def _score_histogram(assignment: str, table: list[dict]) -> str:
     ax.hist(scores, bins=min(20, max(5, int(top) + 1)), range=(0, top), color="#3b6ea8", edgecolor="white")
     ax.set_xlabel(f"score (out of {top:g})")
     ax.set_ylabel("students")
-    ax.set_title(f"{assignment}: total scores")
+    ax.set_title(f"{assignment}: total scores of the {len(scores)} notebooks handed in")
     return _png(fig)
 
 
@@ -158,7 +158,8 @@ def write_html(course: Course) -> Path:
     status_rows = []
     for assignment, group in sorted(by_assignment.items()):
         counts = Counter(r["status"] for r in group)
-        scores = [float(r["score"]) for r in group]
+        handed_in = [r for r in group if r["status"] != "missing"] or group
+        scores = [float(r["score"]) for r in handed_in]
         top = max(float(r["max_score"]) for r in group)
         status_rows.append(f"<tr><td>{html.escape(assignment)}</td><td>{len(group)}</td>"
                            + "".join(f"<td>{counts.get(s, 0)}</td>" for s in STATUSES)
@@ -169,7 +170,7 @@ def write_html(course: Course) -> Path:
         for r in (results[(x["student_id"], assignment)] for x in group):
             for gid, part in r.parts.items():
                 maxima[gid] = max(maxima.get(gid, 0.0), float(part.get("max_score", 0.0)))
-        charts = _score_histogram(assignment, group)
+        charts = _score_histogram(assignment, handed_in)
         if mine:
             charts += _parts_chart(assignment, graded, mine, maxima)
         sections.append(f"<h2>{html.escape(assignment)}</h2>{charts}")
@@ -208,7 +209,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 <h1>Grading report</h1>
 <p>{len(table)} submissions in <code>{html.escape(str(course.root))}</code>. Scores come from the gradebook
 (a grader's manual score overrides the autograder's).</p>
-<table><tr><th>assignment</th><th>submissions</th>{''.join(f'<th>{s}</th>' for s in STATUSES)}<th>mean score</th></tr>
+<table><tr><th>assignment</th><th>students</th>{''.join(f'<th>{s}</th>' for s in STATUSES)}<th>mean score (handed in)</th></tr>
 {''.join(status_rows)}</table>
 {''.join(sections)}
 <h2>Most common named mistakes</h2>
