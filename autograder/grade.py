@@ -424,16 +424,18 @@ def print_summary(summary: Summary, course_dir: str, console) -> None:
     for r in summary.results:
         rows.setdefault(r.assignment, {})
         rows[r.assignment][r.status] = rows[r.assignment].get(r.status, 0) + 1
-        scores.setdefault(r.assignment, []).append(r.score / r.max_score if r.max_score else 0.0)
+        if r.status != "missing":
+            scores.setdefault(r.assignment, []).append(r.score / r.max_score if r.max_score else 0.0)
     table = Table(title=f"Graded {summary.graded_now} submissions ({summary.notebooks_run} notebooks) in "
                         f"{summary.seconds:.1f} s: {summary.per_minute:.1f} notebooks/minute")
     table.add_column("assignment")
     for status in course_mod.STATUSES:
         table.add_column(status, justify="right")
-    table.add_column("mean score", justify="right")
+    table.add_column("mean score (handed in)", justify="right")
     for assignment in sorted(rows):
-        mean = sum(scores[assignment]) / len(scores[assignment])
-        table.add_row(assignment, *[str(rows[assignment].get(s, 0)) for s in course_mod.STATUSES], f"{mean:.0%}")
+        got = scores.get(assignment, [])
+        mean = f"{sum(got) / len(got):.0%}" if got else "-"
+        table.add_row(assignment, *[str(rows[assignment].get(s, 0)) for s in course_mod.STATUSES], mean)
     console.print(table)
     if summary.skipped:
         console.print(f"{summary.skipped} submissions were already graded (unchanged): skipped; --force grades them again.")
