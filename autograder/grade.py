@@ -90,6 +90,10 @@ def grade(options: GradeOptions, console=None) -> Summary:
     assignments = course_mod.known_assignments()
     subs = collect(options.submissions, assignments, options.assignment, options.id_pattern, options.student)
     used = sorted({s.assignment for s in subs})
+    if not options.scheduler and any(s.status is None for s in subs):
+        from .sandbox import preflight
+
+        preflight()  # bubblewrap missing, user namespaces off...: say so once, before anything
     course.prepare(used)
     subs += _missing_students(course, subs, used)
     sources = {a: course.meta(f"source:{a}") or "" for a in used}

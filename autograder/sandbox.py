@@ -443,8 +443,10 @@ class Sandbox:
         self.warm = warm_available() if warm is None else (warm and is_root())
         self.uid_slot = UidSlot() if is_root() else None
         self.uid = self.uid_slot.uid if self.uid_slot else None
+        # the cgroup leaves room above RLIMIT_AS, so that a notebook that asks for too much
+        # memory gets a MemoryError in its cell before the kernel's OOM killer steps in
         self.cgroup = SlotCgroup(f"bngrade-{self.uid if self.uid else os.getpid()}",
-                                 self.limits.memory, self.limits.processes)
+                                 self.limits.memory + self.limits.memory // 4 + 2**29, self.limits.processes)
         self._argv: dict[tuple[str, bool], list[str]] = {}
         self._zygotes: dict[str, _Zygote] = {}
         self.closed = False
@@ -515,6 +517,15 @@ class Sandbox:
             raise SandboxError("the grading sandbox did not start: "
                                + (result.stderr.strip() or f"exit code {result.exit_code}"))
         return result
+
+
+def preflight() -> None:
+    """Check that a sandbox starts on this machine; raises SandboxError saying why not."""
+    with Sandbox(Limits(cell_timeout=30, notebook_timeout=60), warm=False) as box:
+        result = box.run([{"index": 0, "source": "import numpy\nprint(numpy.ones(2).sum())"}])
+    out = result.cells.get(0, {}).get("outputs", [])
+    if not out or out[0].get("text") != "2.0\n":
+        raise SandboxError(f"the grading sandbox cannot run NumPy on this machine: {out or result.stderr}")
 
 
 def _kill(proc: subprocess.Popen) -> None:

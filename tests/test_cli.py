@@ -49,3 +49,19 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in " ".join(proc.stderr.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_grading_without_bubblewrap_stops_at_once_with_a_clear_error(tmp_path):
+    """No sandbox, no grading: the command says what to install and grades nothing."""
+    import os
+
+    notebook = tmp_path / "ada.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**os.environ, "PATH": f"{empty}:{os.path.dirname(sys.executable)}"}
+    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(notebook), "--assignment", "bn-torch",
+                           "--out", str(tmp_path / "out")], cwd=REPO_DIR, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert "bubblewrap (`bwrap`) is not installed" in " ".join(proc.stderr.split())
+    assert not (tmp_path / "out").exists()
