@@ -1,7 +1,9 @@
 """The grading sandbox: run one notebook's cells under bubblewrap, and watch it from outside.
 
-Every submission is hostile until graded. Each one runs in a fresh `bubblewrap
-<https://github.com/containers/bubblewrap>`_ sandbox (Debian's ``bwrap``) that:
+Every submission is hostile until graded. Each one runs in a sandbox of its own, made with
+`bubblewrap <https://github.com/containers/bubblewrap>`_ (Debian's ``bwrap``): a new
+bubblewrap sandbox per notebook, or, as root, a warm runner per slot that forks each notebook
+into new namespaces (see :class:`Sandbox`). Either way the notebook:
 
 - has no network (its own, empty network namespace), no IPC or process view of the host
   (its own IPC and PID namespaces: when it ends, every process it started ends with it);
