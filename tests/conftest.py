@@ -48,7 +48,7 @@ def student_release() -> Path:
 # Grading a class (the autograder's end-to-end tests)
 # --------------------------------------------------------------------------------------------
 
-from tests.grade_runs import run_grade  # noqa: E402
+from grade_runs import run_grade  # noqa: E402
 
 
 @pytest.fixture(scope="session")

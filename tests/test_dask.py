@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from autograder.synthetic import make_class
-from tests.grade_runs import run_grade
+from grade_runs import run_grade
 
 pytestmark = pytest.mark.slow
 

@@ -252,7 +252,7 @@ def test_progress_and_a_summary_table_are_shown(graded_class):
 
 
 def test_a_finished_run_rerun_is_a_no_op(graded_class, tmp_path):
-    from tests.grade_runs import run_grade
+    from grade_runs import run_grade
 
     run, expected = graded_class
     before = {p: p.stat().st_mtime_ns for p in [run.out / "grades.csv", run.out / "gradebook.db",
@@ -277,7 +277,7 @@ def test_expected_json_describes_the_class(synthetic_class):
 def test_grading_one_late_notebook_keeps_the_rest_of_the_class(graded_class, tmp_path):
     import shutil
 
-    from tests.grade_runs import run_grade
+    from grade_runs import run_grade
 
     run, _ = graded_class
     course_dir = tmp_path / "grades"

@@ -14,7 +14,7 @@ import pytest
 
 from autograder.course import Course
 from autograder.synthetic import make_class
-from tests.grade_runs import environment, grade_command, leftovers, run_grade, stray_files
+from grade_runs import environment, grade_command, leftovers, run_grade, stray_files
 
 pytestmark = pytest.mark.slow
 

@@ -203,7 +203,7 @@ def test_ids_are_made_safe_for_folders_and_csv():
 def test_grading_an_lms_zip_grades_the_good_entries_and_reports_the_bad(tmp_path, released):
     from autograder.synthetic import correct_notebook, _read
     from autograder.course import SOLUTIONS
-    from tests.grade_runs import run_grade
+    from grade_runs import run_grade
     import nbformat
 
     a = "bn-numpy-forward"
@@ -224,7 +224,7 @@ def test_grading_an_lms_zip_grades_the_good_entries_and_reports_the_bad(tmp_path
 
 @pytest.mark.slow
 def test_grading_a_single_notebook(tmp_path, released):
-    from tests.grade_runs import run_grade
+    from grade_runs import run_grade
 
     a = "bn-numpy-forward"
     notebook = tmp_path / "ada.ipynb"
