@@ -141,10 +141,17 @@ _PAGE_REPORT = """() => {
        .forEach(e => e.remove());
   const text = clone.textContent;
   const raw = (text.match(/\\\\[\\(\\[]/g) || []).length;
+  // TeX that MathJax never saw: a math span broken by the markdown around it
+  const tex = (text.match(/\\$|\\\\(frac|sum|hat|mu|sigma|varepsilon|partial|gamma|beta|sqrt)\\b/g) || []);
+  // display equations wider than the text column (cut off on the page)
+  const wide = Array.from(document.querySelectorAll('mjx-container[display="true"]')).filter(c => {
+      const m = c.querySelector('mjx-math');
+      return m && m.getBoundingClientRect().width > c.getBoundingClientRect().width + 2;
+  }).map(c => (c.closest('section') || {}).id);
   const images = Array.from(document.images).map(i => ({
       src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
   const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.href);
-  return {maths: maths.length, unrendered, raw, images, links};
+  return {maths: maths.length, unrendered, raw, tex, wide, images, links};
 }"""
 
 
@@ -204,6 +211,10 @@ def test_every_page_renders_in_chromium(book_build, site):
                 failures.append(f"{rel}: equations not rendered by MathJax: {report['unrendered'][:3]}")
             if report["raw"]:
                 failures.append(f"{rel}: {report['raw']} raw \\( or \\[ left in the text")
+            if report["tex"]:
+                failures.append(f"{rel}: TeX outside math in the text: {report['tex'][:5]}")
+            if report["wide"]:
+                failures.append(f"{rel}: equations wider than the page, in sections {report['wide']}")
             bad_images = [i["src"] for i in report["images"] if not i["ok"]]
             if bad_images:
                 failures.append(f"{rel}: images did not load: {bad_images}")
