@@ -91,10 +91,12 @@ def load_digits(n_test: int = 1000, seed: int = 0) -> Digits:
 class GhostBatchNorm1d(nn.BatchNorm1d):
     """``nn.BatchNorm1d`` whose training statistics come from slices of ``ghost_size`` examples.
 
-    A batch of ``N`` examples is cut into ``N / ghost_size`` slices, each normalized with its
-    own mean and variance (and each updating the running statistics). The gradient step
-    still sees the whole batch: only the noise in the statistics changes, growing as
-    ``ghost_size`` shrinks. In evaluation mode it is exactly ``nn.BatchNorm1d``.
+    A batch of ``N`` examples is cut into consecutive slices of ``ghost_size`` (the last one
+    may be shorter, but not a single example), and each slice is normalized with its own
+    mean and variance. The gradient step still sees the whole batch: only the noise in the
+    statistics changes, growing as ``ghost_size`` shrinks. The running statistics are
+    updated as if each slice were a batch of its own, one after the other. In evaluation
+    mode it is exactly ``nn.BatchNorm1d``.
 
     Args:
         num_features: ``C``.
@@ -114,6 +116,11 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return super().forward(x)
+        if len(x) % self.ghost_size == 1:
+            raise ValueError(
+                f"a batch of {len(x)} leaves a last slice of one example for ghost_size={self.ghost_size}"
+            )
+        # each slice is normalized, and updates the running statistics, as a batch of its own
         return torch.cat([super(GhostBatchNorm1d, self).forward(s) for s in x.split(self.ghost_size)])
 
 

@@ -71,4 +71,8 @@ def book_build(student_release: Path) -> BookBuild:
         env=env,
     )
     seconds = time.perf_counter() - start
-    return BookBuild(root, root / "_build" / "html", proc.stdout + proc.stderr, proc.returncode, seconds)
+    log = proc.stdout + proc.stderr
+    artifacts = REPO / "_build" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "book-build.log").write_text(log)
+    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds)

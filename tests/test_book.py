@@ -278,3 +278,46 @@ def test_student_notebook_links_return_the_released_notebooks(book_build, site, 
         nbformat.validate(nb)
         released = (student_release / a / f"{a}.ipynb").read_bytes()
         assert json.loads(body) == json.loads(released), f"the book's {a}.ipynb is not the release"
+
+
+# --------------------------------------------------------------------------------------------
+# The execution cache
+# --------------------------------------------------------------------------------------------
+
+
+def test_unchanged_rebuild_runs_no_notebook_and_keeps_the_outputs(book_build):
+    """A second build of unchanged sources takes every output from the cache.
+
+    It rebuilds a copy of the session's build (so the other tests keep theirs) with the same
+    command. No notebook may be executed again, the pages' .ipynb downloads must still carry
+    their outputs (myst-nb alone would write them without), and the rebuild must be much
+    faster than the build (a wide margin: the goal, 10 %, is measured by tests/bench_book.py).
+    """
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    assert book_build.returncode == 0
+    executed = len(re.findall(r"Executed notebook in", book_build.log))
+    assert executed >= 10, "the first build should have executed the chapters"
+    copy = book_build.root.with_name("test-book-rebuild")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(book_build.root, copy, symlinks=True)
+    try:
+        start = time.perf_counter()
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "--keep-going",
+             "--path-output", str(copy), "."],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )
+        seconds = time.perf_counter() - start
+        log = proc.stdout + proc.stderr
+        assert proc.returncode == 0, log[-4000:]
+        assert "Executing notebook" not in log, "an unchanged notebook was executed again"
+        assert len(re.findall(r"Using cached notebook", log)) == executed
+        nb = nbformat.read(copy / "_build" / "html" / "_sources" / "book" / "batch-mean.ipynb", as_version=4)
+        assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "download lost its outputs"
+        assert seconds < 0.5 * book_build.seconds, (seconds, book_build.seconds)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)

@@ -154,3 +154,37 @@ def test_check_mode_names_the_layers_in_the_wrong_mode():
     model[3].train()
     with pytest.raises(RuntimeError, match=r"\['3'\]"):
         check_mode(model, training=False)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_ghost_batch_norm_tracks_statistics_as_one_batch_per_slice(momentum):
+    torch.manual_seed(1)
+    x = torch.randn(22, 3) * 2 + 1  # slices of 4, 4, 4, 4, 4 and a last one of 2
+    ghost = GhostBatchNorm1d(3, ghost_size=4, momentum=momentum)
+    reference = nn.BatchNorm1d(3, momentum=momentum)
+    ghost.num_batches_tracked.fill_(3)  # as if three batches had been seen before
+    reference.num_batches_tracked.fill_(3)
+    y = ghost(x)
+    expected = torch.cat([reference(s) for s in x.split(4)])
+    torch.testing.assert_close(y, expected)
+    torch.testing.assert_close(ghost.running_mean, reference.running_mean)
+    torch.testing.assert_close(ghost.running_var, reference.running_var)
+    assert ghost.num_batches_tracked.item() == reference.num_batches_tracked.item() == 9
+
+
+def test_ghost_batch_norm_gradients_match_slice_by_slice_batch_norm():
+    torch.manual_seed(2)
+    x = torch.randn(16, 3, requires_grad=True)
+    ghost, reference = GhostBatchNorm1d(3, ghost_size=8), nn.BatchNorm1d(3)
+    dy = torch.randn(16, 3)
+    (ghost(x) * dy).sum().backward()
+    dx_ghost = x.grad.clone()
+    x.grad = None
+    (torch.cat([reference(s) for s in x.split(8)]) * dy).sum().backward()
+    torch.testing.assert_close(dx_ghost, x.grad)
+    torch.testing.assert_close(ghost.weight.grad, reference.weight.grad)
+
+
+def test_ghost_batch_norm_rejects_a_last_slice_of_one():
+    with pytest.raises(ValueError, match="last slice of one example"):
+        GhostBatchNorm1d(3, ghost_size=4)(torch.randn(9, 3))
