@@ -63,7 +63,8 @@ book-bench: python mathjax release
 	$(PY) tests/bench_book.py
 
 constraints:
-	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/' > constraints.txt
+	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean:
 	rm -rf _build

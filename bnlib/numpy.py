@@ -366,10 +366,12 @@ class BatchNorm1d:
     running statistics are used and nothing depends on the rest of the batch. Derivations:
     the book's chapters on each equation, the backward pass and inference.
 
-    Two deliberate differences from PyTorch: input that raises an error leaves every
-    attribute unchanged (PyTorch counts the failed batch in ``num_batches_tracked``), and the
-    dtype rules are NumPy's (``float16`` input to a ``float32`` layer is computed in
-    ``float32`` and returned as ``float16``, as PyTorch does for half precision).
+    Parameters, buffers, outputs and gradients have the layer's dtype (``float16`` input to a
+    ``float32`` layer is returned as ``float16``, as PyTorch does for half precision); the
+    arithmetic is done in float64 and rounded, so a ``float32`` layer is at least as accurate
+    as PyTorch's (NumPy's sums over the batch axis are not pairwise, and would not be).
+    One deliberate difference from PyTorch: input that raises an error leaves every
+    attribute unchanged (PyTorch counts the failed batch in ``num_batches_tracked``).
 
     Args:
         num_features: ``C``, the number of features (channels).
@@ -505,9 +507,10 @@ class BatchNorm1d:
         if self.eps < 0 or (batch_stats and self.eps == 0):
             raise ValueError(f"batch_norm eps must be positive with batch statistics, got {self.eps}")
         # -- all checks passed: from here on, state may change --------------------------------
-        x2 = to_2d(x).astype(self.dtype, copy=False)
-        gamma = self.gamma if self.gamma is not None else np.ones(self.num_features, self.dtype)
-        beta = self.beta if self.beta is not None else np.zeros(self.num_features, self.dtype)
+        x2 = to_2d(x).astype(np.float64)
+        ones, zeros = np.ones(self.num_features), np.zeros(self.num_features)
+        gamma = ones if self.gamma is None else self.gamma.astype(np.float64)
+        beta = zeros if self.beta is None else self.beta.astype(np.float64)
         track = self.training and self.track_running_stats
         if track:
             self.num_batches_tracked += 1
@@ -521,12 +524,24 @@ class BatchNorm1d:
                     1.0 / self.num_batches_tracked if self.momentum is None else self.momentum
                 )
                 running_mean, running_var = update_running_stats(
-                    self.running_mean, self.running_var, cache.mu, cache.var, m, momentum
+                    self.running_mean.astype(np.float64),
+                    self.running_var.astype(np.float64),
+                    cache.mu,
+                    cache.var,
+                    m,
+                    momentum,
                 )
                 self.running_mean = running_mean.astype(self.dtype)
                 self.running_var = running_var.astype(self.dtype)
         else:
-            y2, cache = forward_eval(x2, gamma, beta, self.running_mean, self.running_var, self.eps)
+            y2, cache = forward_eval(
+                x2,
+                gamma,
+                beta,
+                self.running_mean.astype(np.float64),
+                self.running_var.astype(np.float64),
+                self.eps,
+            )
         self._cache, self._shape, self._in_dtype = cache, x.shape, x.dtype
         return from_2d(y2, x.shape).astype(x.dtype, copy=False)
 
@@ -547,13 +562,13 @@ class BatchNorm1d:
         if dy.shape != self._shape:
             raise ValueError(f"dy has shape {dy.shape}, but the last output had shape {self._shape}")
         cache = self._cache
-        dy2 = to_2d(dy).astype(self.dtype, copy=False)
+        dy2 = to_2d(dy).astype(np.float64)
         if cache.batch_stats:
             dx2, dgamma, dbeta = backward_compact(dy2, cache)
         else:
             dx2, dgamma, dbeta = backward_eval(dy2, cache)
-        self.dgamma = dgamma if self.gamma is not None else None
-        self.dbeta = dbeta if self.beta is not None else None
+        self.dgamma = dgamma.astype(self.dtype) if self.gamma is not None else None
+        self.dbeta = dbeta.astype(self.dtype) if self.beta is not None else None
         return from_2d(dx2, self._shape).astype(self._in_dtype, copy=False)
 
     # -- state dicts, under PyTorch's keys -----------------------------------------------------

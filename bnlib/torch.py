@@ -98,7 +98,7 @@ class FrozenBatchNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x, gamma, beta, mu, var, eps: float):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
-        mu, istd = mu.to(cdt), torch.rsqrt(var.to(cdt) + eps)
+        mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
         scale = istd if gamma is None else gamma.to(cdt) * istd
         shift = -mu * scale if beta is None else beta.to(cdt) - mu * scale
         y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))

@@ -1,19 +1,24 @@
-"""Shared, session-scoped fixtures: the expensive things (a release, a book build) happen once."""
+"""Shared test configuration and session-wide fixtures."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
+from hypothesis import settings
 
-import pytest
+# No example database in the checkout; no per-example deadline (the machine may be loaded).
+settings.register_profile("course", database=None, deadline=None)
+settings.load_profile("course")
+
+# --------------------------------------------------------------------------------------------
+# The student notebooks (shared by the notebook, autograder and book tests)
+# --------------------------------------------------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
 
 
@@ -21,7 +26,9 @@ ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
 def student_release() -> Path:
     """The student notebooks, generated once per session by ``python -m autograder release``.
 
-    Returns the release folder, ``_build/release``, holding ``<assignment>/<assignment>.ipynb``.
+    Returns the release folder, ``_build/release``, holding ``<assignment>/<assignment>.ipynb``;
+    the gradebook that knows their graded cells is ``_build/gradebook.db`` (copy it before
+    grading into it).
     """
     proc = subprocess.run(
         [sys.executable, "-m", "autograder", "release"],
@@ -35,6 +42,18 @@ def student_release() -> Path:
     for a in ASSIGNMENTS:
         assert (release / a / f"{a}.ipynb").is_file(), f"release did not produce {a}/{a}.ipynb"
     return release
+
+
+# --------------------------------------------------------------------------------------------
+# The book (one from-scratch build shared by the book tests)
+# --------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+BIN = Path(sys.executable).parent
 
 
 @dataclass
