@@ -1,0 +1,116 @@
+r"""The graded notebooks' interface, implemented with bnlib: the answers students are compared with.
+
+Students write these names, with these signatures, in the three assignments (the course's
+contract; the notebooks in ``solutions/`` implement them from scratch):
+
+=====================  ==============================================================================
+assignment             the student's names
+=====================  ==============================================================================
+``bn-numpy-forward``   ``bn_forward_train(x, gamma, beta, eps=1e-5) -> (y, cache)``,
+                       ``bn_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5) -> y``,
+                       ``update_running_stats(running_mean, running_var, x, momentum=0.1)
+                       -> (running_mean, running_var)``
+``bn-numpy-backward``  ``bn_forward_train`` (as above, any cache layout),
+                       ``bn_backward_staged(dy, cache) -> (dx, dgamma, dbeta)``,
+                       ``bn_backward_compact(dy, cache) -> (dx, dgamma, dbeta)``
+``bn-torch``           ``BatchNormFunction`` (``apply(x, gamma, beta, eps) -> y``, a hand-written
+                       backward), ``BatchNorm1d`` (a drop-in ``nn.BatchNorm1d``)
+=====================  ==============================================================================
+
+:func:`reference` returns the names of one assignment bound to bnlib's implementation; the
+judge runs its scenarios on them. :mod:`bnlib.mistakes` binds the same names to known wrong
+variants. x is ``(N, D)`` in the NumPy assignments; ``(N, C)`` or ``(N, C, L)`` in ``bn-torch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bnlib import numpy as bn
+
+__all__ = ["ASSIGNMENTS", "INTERFACE", "reference"]
+
+#: The assignments, in course order.
+ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
+
+#: The names students implement in each assignment.
+INTERFACE: dict[str, tuple[str, ...]] = {
+    "bn-numpy-forward": ("bn_forward_train", "bn_forward_eval", "update_running_stats"),
+    "bn-numpy-backward": ("bn_forward_train", "bn_backward_staged", "bn_backward_compact"),
+    "bn-torch": ("BatchNormFunction", "BatchNorm1d"),
+}
+
+
+def bn_forward_train(
+    x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float = 1e-5
+) -> tuple[np.ndarray, bn.Cache]:
+    """Training-mode forward, ``x: (N, D)``: :func:`bnlib.numpy.forward_train`."""
+    return bn.forward_train(x, gamma, beta, eps)
+
+
+def bn_forward_eval(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float = 1e-5,
+) -> np.ndarray:
+    """Evaluation-mode forward: :func:`bnlib.numpy.forward_eval`'s output."""
+    return bn.forward_eval(x, gamma, beta, running_mean, running_var, eps)[0]
+
+
+def update_running_stats(
+    running_mean: np.ndarray, running_var: np.ndarray, x: np.ndarray, momentum: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The running averages after the batch ``x: (N, D)``: :func:`bnlib.numpy.update_running_stats`."""
+    mu = bn.batch_mean(x)
+    var = bn.batch_var(x, mu)
+    return bn.update_running_stats(running_mean, running_var, mu, var, x.shape[0], momentum)
+
+
+bn_backward_staged = bn.backward_staged
+bn_backward_compact = bn.backward_compact
+
+
+def torch_function(base: Any = None) -> type:
+    """``BatchNormFunction`` with the notebook's interface, ``apply(x, gamma, beta, eps) -> y``.
+
+    bnlib's :class:`bnlib.torch.BatchNormFunction` also returns the batch statistics; the
+    notebook's returns ``y`` alone. ``base``: another function with bnlib's interface.
+    """
+    if base is None:
+        from bnlib.torch import BatchNormFunction as base
+
+    class BatchNormFunction:
+        """bnlib's BatchNormFunction, returning y only (its backward node keeps bnlib's name)."""
+
+        @staticmethod
+        def apply(x, gamma, beta, eps=1e-5):
+            return base.apply(x, gamma, beta, eps)[0]
+
+    return BatchNormFunction
+
+
+def reference(assignment: str) -> dict[str, Any]:
+    """The student interface of ``assignment``, implemented by bnlib (a fresh dict each call).
+
+    Raises:
+        KeyError: for an unknown assignment.
+    """
+    if assignment not in INTERFACE:
+        raise KeyError(f"unknown assignment {assignment!r}; the assignments are {ASSIGNMENTS}")
+    if assignment == "bn-torch":
+        from bnlib.torch import BatchNorm1d
+
+        return {"BatchNormFunction": torch_function(), "BatchNorm1d": BatchNorm1d}
+    names = {
+        "bn_forward_train": bn_forward_train,
+        "bn_forward_eval": bn_forward_eval,
+        "update_running_stats": update_running_stats,
+        "bn_backward_staged": bn_backward_staged,
+        "bn_backward_compact": bn_backward_compact,
+    }
+    return {k: names[k] for k in INTERFACE[assignment]}
