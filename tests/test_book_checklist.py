@@ -56,7 +56,7 @@ SEED_FACTS: list[Fact] = [
     Fact("at inference BN does not use mini-batch statistics",
          "book/inference", "chapter-inference", ("does not compute statistics", "inference")),
     Fact("it uses running averages of the mean and variance gathered during training",
-         "book/inference", "pytorch-momentum", ("running", "average", "momentum", "training batch")),
+         "book/inference", "running-averages", ("running", "average", "momentum", "training batch")),
     Fact("the running averages approximate the statistics of the whole data",
          "book/inference", "chapter-inference", ("approximate the statistics of the whole training data",)),
     Fact("this makes predictions stable and independent of the batch size",
@@ -153,6 +153,53 @@ def test_checklist_points_only_at_chapters_of_the_book():
     for fact in SEED_FACTS:
         assert f"file: {fact.page}" in toc or f"root: {fact.page}" in toc, fact
         assert (REPO / f"{fact.page}.md").is_file(), fact
+
+
+# --------------------------------------------------------------------------------------------
+# The sections the graded notebooks' feedback sends students to
+# --------------------------------------------------------------------------------------------
+
+
+def _heading_text(text: str) -> str:
+    """A heading as a student would type it: math and markup dropped, ε spelled eps."""
+    text = text.replace("\\(\\varepsilon\\)", "eps").replace("ε", "eps").replace("#", "").replace("`", "")
+    text = text.replace("\u2019", "'")
+    return " ".join(text.lower().split()).rstrip(".:")
+
+
+def _headings(page: Path) -> list[str]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(page.read_text(), "html.parser")
+    return [_heading_text(h.get_text("")) for h in soup.select("article h1, article h2, article h3, article h4")]
+
+
+def feedback_readings() -> list[tuple[str, str]]:
+    """Every (chapter stem, section title) that feedback or notebooks cite."""
+    from autograder.judge import READING
+    from bnlib.mistakes import MISTAKES
+
+    return sorted({(m.read.chapter, m.read.section) for m in MISTAKES} | set(READING.values()))
+
+
+@pytest.mark.slow
+def test_every_section_the_feedback_names_exists_in_the_book(book_build):
+    missing = []
+    for stem, section in feedback_readings():
+        page = book_build.html / "book" / f"{stem}.html"
+        if not page.is_file() or _heading_text(section) not in _headings(page):
+            missing.append(f"book/{stem}: {section!r}")
+    assert not missing, "feedback points to sections the book does not have:\n" + "\n".join(missing)
+
+
+@pytest.mark.slow
+def test_chapter_titles_the_feedback_uses_match_the_book(book_build):
+    from bnlib.mistakes import CHAPTERS
+
+    for stem, title in CHAPTERS.items():
+        page = book_build.html / "book" / f"{stem}.html"
+        assert page.is_file(), f"feedback names book/{stem}, which the book does not have"
+        assert _headings(page)[0].startswith(_heading_text(title)), (stem, title, _headings(page)[0])
 
 
 # --------------------------------------------------------------------------------------------
