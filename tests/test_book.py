@@ -109,13 +109,22 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A browser that stops reading (it aborts a request once a page is done) is fine."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
+
+
 @pytest.fixture(scope="module")
 def site(book_build):
     """The built site, served on 127.0.0.1 by a thread; yields its base URL."""
     if book_build.returncode != 0:
         pytest.fail("the book did not build; see test_book_builds_from_scratch_without_warnings")
     handler = functools.partial(_QuietHandler, directory=str(book_build.html))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/"
@@ -150,8 +159,13 @@ _PAGE_REPORT = """() => {
   }).map(c => (c.closest('section') || {}).id);
   const images = Array.from(document.images).map(i => ({
       src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0}));
+  // every picture in a chapter is a figure with a caption and alt text
+  const bare = Array.from(document.querySelectorAll('article img')).filter(i => {
+      const f = i.closest('figure');
+      return !f || !f.querySelector('figcaption') || !i.getAttribute('alt');
+  }).map(i => i.getAttribute('src'));
   const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.href);
-  return {maths: maths.length, unrendered, raw, tex, wide, images, links};
+  return {maths: maths.length, unrendered, raw, tex, wide, images, bare, links};
 }"""
 
 
@@ -215,6 +229,8 @@ def test_every_page_renders_in_chromium(book_build, site):
                 failures.append(f"{rel}: TeX outside math in the text: {report['tex'][:5]}")
             if report["wide"]:
                 failures.append(f"{rel}: equations wider than the page, in sections {report['wide']}")
+            if report["bare"]:
+                failures.append(f"{rel}: images without a captioned figure or alt text: {report['bare']}")
             bad_images = [i["src"] for i in report["images"] if not i["ok"]]
             if bad_images:
                 failures.append(f"{rel}: images did not load: {bad_images}")
