@@ -45,6 +45,47 @@ def student_release() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# Grading a class (the autograder's end-to-end tests)
+# --------------------------------------------------------------------------------------------
+
+from tests.grade_runs import run_grade  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def released(student_release) -> dict[str, Path]:
+    """``assignment -> its student notebook``, from the session's one release."""
+    return {a: student_release / a / f"{a}.ipynb" for a in ASSIGNMENTS}
+
+
+@pytest.fixture(scope="session")
+def solutions_digest() -> str:
+    """A fingerprint of solutions/ taken before any grading (nothing may change it)."""
+    from autograder.course import SOLUTIONS, tree_sha256
+
+    return tree_sha256(SOLUTIONS)
+
+
+@pytest.fixture(scope="session")
+def synthetic_class(tmp_path_factory, released, solutions_digest):
+    """The synthetic class (every assignment; see :mod:`autograder.synthetic`), written once."""
+    from autograder.synthetic import make_class
+
+    root = tmp_path_factory.mktemp("class")
+    expected = make_class(root / "class", released=released, grading_dir=root / "grades")
+    return root, expected
+
+
+@pytest.fixture(scope="session")
+def graded_class(synthetic_class):
+    """The synthetic class graded once per session, as an instructor would: one command."""
+    root, expected = synthetic_class
+    run = run_grade([root / "class" / "submitted", "--timeout", "5", "--workers", "2"], root / "grades",
+                    root / "scratch")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run, expected
+
+
+# --------------------------------------------------------------------------------------------
 # The book (one from-scratch build shared by the book tests)
 # --------------------------------------------------------------------------------------------
 
