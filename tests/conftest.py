@@ -83,3 +83,56 @@ def graded_class(synthetic_class):
                     root / "scratch")
     assert run.returncode == 0, run.stderr[-4000:]
     return run, expected
+
+
+# --------------------------------------------------------------------------------------------
+# The book (one from-scratch build shared by the book tests)
+# --------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class BookBuild:
+    """One from-scratch build of the book: where it went, what it printed, how long it took."""
+
+    root: Path  #: the --path-output folder (holds _build/html, _build/.jupyter_cache, ...)
+    html: Path  #: the built site
+    log: str  #: stdout and stderr of jupyter-book
+    returncode: int
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def book_build(student_release: Path) -> BookBuild:
+    """The book, built once per session from scratch, every notebook executed.
+
+    ``jupyter-book build --all -W --keep-going`` into ``_build/test-book`` (emptied first, so
+    no execution cache is reused; left afterwards for inspection). The build links the student
+    notebooks, so it needs the release first.
+    """
+    root = REPO / "_build" / "test-book"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "jupyter-book"), "build", "--all", "-W", "--keep-going",
+         "--path-output", str(root), "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    artifacts = REPO / "_build" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "book-build.log").write_text(log)
+    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds)
