@@ -17,7 +17,7 @@ SYSTEM_PACKAGES := bubblewrap chromium
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := all
-.PHONY: all test setup python system mathjax release book clean constraints
+.PHONY: all test setup python system mathjax release book book-bench clean constraints
 
 all: setup release book
 
@@ -57,6 +57,10 @@ release: python
 
 book: python mathjax
 	$(BIN)/jupyter-book build -W --keep-going .
+
+# Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
+book-bench: python mathjax release
+	$(PY) tests/bench_book.py
 
 constraints:
 	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.new

@@ -50,8 +50,106 @@ def _run_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def _add_grade(sub: argparse._SubParsersAction) -> None:
+    from autograder.submissions import DEFAULT_ID_PATTERN
+
+    p = sub.add_parser(
+        "grade",
+        help="grade a class's submissions: grades.csv, feedback, report, gradebook",
+        description=(
+            "Grade every submission in SUBMISSIONS, each in its own sandbox, and write into DIR: "
+            "grades.csv, feedback/<student>/<assignment>.html, report.html and the nbgrader "
+            "gradebook (DIR is an nbgrader course folder: `nbgrader export` and formgrader work "
+            "there). Run the same command again after an interruption: it grades only what is left."
+        ),
+        epilog=(
+            "SUBMISSIONS is nbgrader's layout (<student_id>/<assignment>/<assignment>.ipynb), a zip "
+            "downloaded from an LMS (one notebook per student; the student id comes from each file's "
+            f"name through --id-pattern, default {DEFAULT_ID_PATTERN!r}: Canvas's "
+            "'doejane_12345_67890_bn-numpy-forward.ipynb' gives 'doejane'), or a single notebook."
+        ),
+    )
+    p.add_argument("submissions", metavar="SUBMISSIONS", help="a folder, a .zip or a .ipynb")
+    p.add_argument("--out", required=True, metavar="DIR", help="where grades, feedback, report and gradebook go")
+    p.add_argument("--assignment", metavar="NAME", help="grade only this assignment (required for a zip)")
+    p.add_argument("--workers", type=_positive(int), metavar="N",
+                   help="notebooks graded at once on this machine (default: its CPU cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="grade on this Dask distributed cluster instead, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--timeout", type=_positive(float), default=30.0, metavar="S",
+                   help="seconds a cell may run before it is interrupted (default: 30)")
+    p.add_argument("--notebook-timeout", type=_positive(float), metavar="S",
+                   help="seconds a whole notebook may run (default: 10 x --timeout)")
+    p.add_argument("--memory", type=_positive(int), default=3072, metavar="MB",
+                   help="memory each notebook may use, in MiB (default: 3072)")
+    p.add_argument("--force", action="store_true", help="grade again what is already graded")
+    p.add_argument("--id-pattern", metavar="REGEX",
+                   help="regular expression with a group 'student' that finds the student id in a zip's file names")
+    p.add_argument("--student", metavar="ID", help="the student id of a single notebook (default: its file name)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_grade)
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from autograder.grade import GradeError, GradeOptions, grade, print_summary
+    from autograder.sandbox import SandboxError
+    from autograder.submissions import SubmissionsError
+
+    console = Console(stderr=True)
+    options = GradeOptions(args.submissions, args.out, args.assignment, args.workers, args.scheduler,
+                           args.timeout, args.notebook_timeout, args.memory, args.force, args.id_pattern,
+                           args.student, not args.no_progress)
+    try:
+        summary = grade(options, console)
+    except (SubmissionsError, SandboxError, GradeError) as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False, style="red")
+        return 2
+    if summary.graded_now or summary.errors:
+        print_summary(summary, args.out, console)
+    return 1 if summary.errors else 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="rebuild grades.csv and report.html from a grading folder's gradebook",
+        description=(
+            "Rewrite DIR/grades.csv and DIR/report.html from DIR's gradebook, e.g. after grading by "
+            "hand in formgrader (a grader's manual score overrides the autograder's)."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR", help="a folder made by `python -m autograder grade --out DIR`")
+    p.set_defaults(run=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from autograder.report import rebuild
+
+    try:
+        csv_path, html_path = rebuild(args.dir)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Grades: {csv_path}\nReport: {html_path}")
+    return 0
+
+
 #: The subcommands, in the order ``--help`` lists them.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_release]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_release, _add_grade, _add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -270,17 +270,15 @@ def _excerpt(got: np.ndarray, want: np.ndarray) -> str:
     err = np.where(bad, err, -1)
     idx = np.unravel_index(int(np.argmax(err)), g.shape)
     where = "" if want.ndim == 0 else f" at {[int(i) for i in idx]}"
-    return f"{where}: expected {_fmt(w[idx])}, got {_fmt(g[idx])}"
+    return f"{where}, expected {_fmt(w[idx])}, got {_fmt(g[idx])}"
 
 
 def _array_problems(sc: Scenario, student: Record, ref: Record, keys: Iterable[str]) -> list[str]:
     problems = []
-    calls = student.facts.get("calls", {}) or ref.facts.get("calls", {})
     types = student.facts.get("types", {})
     for key in keys:
         want = ref.arrays[key]
-        how = ref.facts.get("calls", {}).get(key, key)
-        how = how[:1].upper() + how[1:]
+        how = "- " + ref.facts.get("calls", {}).get(key, key)
         got = student.arrays.get(key)
         if got is None:
             kind = types.get(key)
@@ -295,8 +293,7 @@ def _array_problems(sc: Scenario, student: Record, ref: Record, keys: Iterable[s
         err = _relative_error(got, want)
         if err > sc.rtol:
             size = "" if not np.isfinite(err) else f" (largest difference {err:.2g} of the largest value)"
-            problems.append(f"{how} is wrong{_excerpt(got, want)}{size}.")
-    del calls
+            problems.append(f"{how}: wrong{_excerpt(got, want)}{size}.")
     return problems
 
 
@@ -306,15 +303,15 @@ def _compare(sc: Scenario, student: Record, ref: Record) -> tuple[list[str], str
     if "error" in facts:
         err = facts["error"]
         if err.get("type") == "NotImplementedError":
-            return [f"{err['call']} raised NotImplementedError: it is not implemented yet."], ""
+            return [f"- {err['call']} raised NotImplementedError: it is not implemented yet."], ""
         if sc.check_id == "module_device" and _meta_cannot_tell(err):
             return [], ""
-        return [f"{err['call']} raised {err['type']}: {err['message']}"], ""
+        return [f"- {err['call']} raised {err['type']}: {err['message']}"], ""
     keys = [k for k in ref.arrays if not k.startswith("diag_")]
     problems = _array_problems(sc, student, ref, keys)
     if sc.pure and facts.get("modified"):
         problems.append(
-            "Your code changed its arguments in place ("
+            "- Your code changed its arguments in place ("
             + "; ".join(facts["modified"][:2])
             + "): leave them as they were and return new arrays."
         )
@@ -322,10 +319,10 @@ def _compare(sc: Scenario, student: Record, ref: Record) -> tuple[list[str], str
         x, y = student.arrays.get(a), student.arrays.get(b)
         if x is None or y is None or x.shape != y.shape or _relative_error(x, y) > 1e-9:
             how = student.facts.get("calls", {})
-            problems.append(f"{how.get(a, a)} and {how.get(b, b)} differ: the same cache must give the same result.")
+            problems.append(f"- {how.get(a, a)} and {how.get(b, b)} differ: the same cache must give the same result.")
     for key in sc.compare_facts:
         if facts.get(key) != ref.facts.get(key):
-            problems.append(f"{key}: expected {_show(ref.facts.get(key))}, got {_show(facts.get(key))}.")
+            problems.append(f"- {key}: expected {_show(ref.facts.get(key))}, got {_show(facts.get(key))}.")
     diag = ""
     diag_keys = [k for k in ref.arrays if k.startswith("diag_")]
     if problems and diag_keys and _array_problems(sc, student, ref, diag_keys):

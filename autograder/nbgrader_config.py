@@ -2,8 +2,8 @@
 
 ``python -m autograder`` loads it; nbgrader's own commands take it from the repository root:
 
-    nbgrader generate_assignment bn-torch --config autograder/nbgrader_config.py --force
-    nbgrader validate solutions/bn-torch/bn-torch.ipynb --config autograder/nbgrader_config.py
+    nbgrader generate_assignment bn-torch --force --NbGrader.config_file=autograder/nbgrader_config.py
+    nbgrader autograde bn-torch --NbGrader.config_file=autograder/nbgrader_config.py
 
 Layout (relative to the repository root, the course root): the instructor's source notebooks
 in ``solutions/<assignment>/``; everything nbgrader makes under ``_build/`` (git-ignored): the

@@ -40,7 +40,6 @@ and, where ε is under test, variances small enough for ε's placement to matter
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import zlib
@@ -488,10 +487,6 @@ def _affine(rng: np.random.Generator, d: int) -> tuple[np.ndarray, np.ndarray]:
 def _running(rng: np.random.Generator, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Running statistics far from the initial 0 and 1."""
     return rng.uniform(-2.0, 2.0, d), rng.uniform(0.3, 3.0, d)
-
-
-def _shape_text(a: Any) -> str:
-    return str(tuple(getattr(a, "shape", ())))
 
 
 # --------------------------------------------------------------------------------------------

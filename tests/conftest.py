@@ -74,3 +74,97 @@ def student_release() -> Path:
     for a in ASSIGNMENTS:
         assert (release / a / f"{a}.ipynb").is_file(), f"release did not produce {a}/{a}.ipynb"
     return release
+
+
+# --------------------------------------------------------------------------------------------
+# Grading a class (the autograder's end-to-end tests)
+# --------------------------------------------------------------------------------------------
+
+from grade_runs import run_grade  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def released(student_release) -> dict[str, Path]:
+    """``assignment -> its student notebook``, from the session's one release."""
+    return {a: student_release / a / f"{a}.ipynb" for a in ASSIGNMENTS}
+
+
+@pytest.fixture(scope="session")
+def solutions_digest() -> str:
+    """A fingerprint of solutions/ taken before any grading (nothing may change it)."""
+    from autograder.course import SOLUTIONS, tree_sha256
+
+    return tree_sha256(SOLUTIONS)
+
+
+@pytest.fixture(scope="session")
+def synthetic_class(tmp_path_factory, released, solutions_digest):
+    """The synthetic class (every assignment; see :mod:`autograder.synthetic`), written once."""
+    from autograder.synthetic import make_class
+
+    root = tmp_path_factory.mktemp("class")
+    expected = make_class(root / "class", released=released, grading_dir=root / "grades")
+    return root, expected
+
+
+@pytest.fixture(scope="session")
+def graded_class(synthetic_class):
+    """The synthetic class graded once per session, as an instructor would: one command."""
+    root, expected = synthetic_class
+    run = run_grade([root / "class" / "submitted", "--timeout", "5", "--workers", "2"], root / "grades",
+                    root / "scratch")
+    assert run.returncode == 0, run.stderr[-4000:]
+    return run, expected
+
+
+# --------------------------------------------------------------------------------------------
+# The book (one from-scratch build shared by the book tests)
+# --------------------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class BookBuild:
+    """One from-scratch build of the book: where it went, what it printed, how long it took."""
+
+    root: Path  #: the --path-output folder (holds _build/html, _build/.jupyter_cache, ...)
+    html: Path  #: the built site
+    log: str  #: stdout and stderr of jupyter-book
+    returncode: int
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def book_build(student_release: Path) -> BookBuild:
+    """The book, built once per session from scratch, every notebook executed.
+
+    ``jupyter-book build --all -W --keep-going`` into ``_build/test-book`` (emptied first, so
+    no execution cache is reused; left afterwards for inspection). The build links the student
+    notebooks, so it needs the release first.
+    """
+    root = REPO / "_build" / "test-book"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "jupyter-book"), "build", "--all", "-W", "--keep-going",
+         "--path-output", str(root), "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=env,
+    )
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    artifacts = REPO / "_build" / "test-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "book-build.log").write_text(log)
+    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds)

@@ -11,6 +11,8 @@ import builtins
 import json
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -183,18 +185,24 @@ def test_unknown_check_is_a_key_error():
 # --------------------------------------------------------------------------------------------
 
 
-def test_channel_mode_writes_records_and_never_raises(tmp_path, monkeypatch):
-    monkeypatch.setenv(probe.CHANNEL_ENV, str(tmp_path))
-    monkeypatch.setenv(probe.SEED_ENV, "42")
-    ns = namespace(group_sources("bn-numpy-forward", ["momentum_reversed"]))
-    probe.check("running_momentum", ns)  # wrong, but the sandbox side does not judge
-    record = Record.load(tmp_path, "running_momentum")
+def test_channel_mode_writes_records_and_never_raises(monkeypatch):
+    with tempfile.TemporaryDirectory() as channel:
+        monkeypatch.setenv(probe.CHANNEL_ENV, channel)
+        monkeypatch.setenv(probe.SEED_ENV, "42")
+        ns = namespace(group_sources("bn-numpy-forward", ["momentum_reversed"]))
+        probe.check("running_momentum", ns)  # wrong, but the sandbox side does not judge
+        record = Record.load(channel, "running_momentum")
     assert record is not None and "running_mean_momentum_default" in record.arrays
     v = judge.verdict("running_momentum", record, 42)
     assert not v.passed and v.mistake == "momentum_reversed"
 
 
-def test_records_round_trip_and_garbage_loads_as_none(tmp_path):
+def test_records_round_trip_and_garbage_loads_as_none():
+    with tempfile.TemporaryDirectory() as folder:
+        _round_trip(Path(folder))
+
+
+def _round_trip(tmp_path: Path) -> None:
     record = Record({"a": np.arange(3.0), "n": np.array(7)}, {"calls": {"a": "x"}, "error": {"call": "f", "type": "E", "message": "m"}})
     record.save(tmp_path, "c")
     back = Record.load(tmp_path, "c")

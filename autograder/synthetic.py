@@ -1,0 +1,337 @@
+r"""A synthetic class: one notebook per kind of student the autograder must get right.
+
+For the tests, the throughput benchmark and the README's worked example::
+
+    python -m autograder.synthetic _build/demo-class
+    python -m autograder grade _build/demo-class/submitted --out _build/demo-grades
+
+makes ``_build/demo-class/submitted/<student>/<assignment>/<assignment>.ipynb`` (nbgrader's
+layout) and ``_build/demo-class/expected.json``, the outcome each student must get:
+
+- ``correct-<assignment>``: the instructor's solutions typed into the released notebook;
+- ``blank-<assignment>``: the released notebook as handed out (every stub still raises);
+- ``wrong-<mistake>`` for each entry of :data:`bnlib.mistakes.MISTAKES` (for one of its
+  assignments): a notebook whose functions behave exactly like that catalogued mistake. The
+  student's cells carry the mistake's implementation with its source pasted in (bnlib's
+  code renamed ``_bnref``, which the sandbox does not hide: it is the student's own code);
+- ``hostile-<case>`` (``bn-numpy-forward``): the correct notebook plus one cell that does
+  something a grader must survive (:data:`HOSTILE`): loops forever, exits, crashes, bombs
+  memory or processes, prints a gigabyte, writes the gradebook, reads the solutions, opens a
+  socket, monkeypatches the test helpers or the probe, forges records, deletes, duplicates
+  or edits graded cells;
+- ``malformed-json``, ``malformed-not-a-notebook``, and ``missing-<assignment>`` (a student
+  folder without the notebook).
+
+Each synthetic student hands in one assignment; graded together, nbgrader's layout makes each
+of them ``missing`` for the others, and ``expected.json`` says so too.
+
+Each expected outcome names the status, the score (``"full"``, ``0`` or ``"partial"``, less
+than full but more than 0) and, where it matters, a piece of the reason or the mistake's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .course import SOLUTIONS, Course
+from .sandbox import REPO_DIR
+
+#: The assignment the hostile cases use (the cheapest to run).
+HOSTILE_ASSIGNMENT = "bn-numpy-forward"
+
+
+@dataclass
+class Expected:
+    """What grading one synthetic student must give."""
+
+    student: str
+    assignment: str
+    status: str
+    score: object  # "full", 0, "partial" (0 < score < max)
+    reason: str = ""  # a piece of the reason, when one is expected
+    mistake: str | None = None  # the named mistake, for the wrong variants
+
+
+# ---------------------------------------------------------------- hostile cells
+def _hostile(grading_dir: Path | None) -> dict[str, tuple[str, str, object, str]]:
+    """case -> (cell source, status, score, piece of the reason)."""
+    gradebook = (grading_dir / "gradebook.db") if grading_dir else REPO_DIR / "_build" / "gradebook.db"
+    solution = SOLUTIONS / HOSTILE_ASSIGNMENT / f"{HOSTILE_ASSIGNMENT}.ipynb"
+    return {
+        "infinite_loop": ("while True:\n    pass", "timeout", "full", "interrupted"),
+        "stubborn_loop": ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass",
+                          "timeout", 0, "did not stop"),
+        "os_exit": ("import os\nos._exit(0)", "crashed", 0, "os._exit"),
+        "sys_exit": ("import sys\nsys.exit()", "graded", "full", "sys.exit"),
+        "segfault": ("import ctypes\nctypes.string_at(0)", "crashed", 0, "segmentation fault"),
+        "memory_bomb": ("hoard = bytearray(50 * 2**30)", "memory", "full", "memory"),
+        "fork_bomb": ("import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(3600)",
+                      "crashed", "full", "processes"),
+        "print_1gb": ("import sys\nline = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(line)",
+                      "graded", "full", "printed too much"),
+        "write_gradebook": (f"open({str(gradebook)!r}, 'w').write('all full marks')", "graded", "full", ""),
+        "read_solutions": (f"print(open({str(solution)!r}).read())", "graded", "full", ""),
+        "socket": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", "graded", "full",
+                   "network"),
+    }
+
+
+# cases applied to the blank notebook: tricks that must not turn stubs into points
+_TRICKS = {
+    "monkeypatch_helpers": (
+        "import numpy as np, numpy.testing\n"
+        "np.allclose = lambda *a, **k: True\nnp.isclose = lambda *a, **k: True\n"
+        "np.array_equal = lambda *a, **k: True\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
+        "import builtins\nbuiltins.AssertionError = type('Ignored', (Exception,), {})"),
+    "monkeypatch_probe": (
+        "import autograder.probe as probe, autograder.scenarios as scenarios\n"
+        "probe.check = lambda *a, **k: None\nscenarios.run = lambda *a, **k: None"),
+}
+
+
+# ---------------------------------------------------------------- notebooks
+def _read(path: Path):
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def _grade_id(cell) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def _is_solution(cell) -> bool:
+    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
+
+
+def _is_test(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def correct_notebook(released, solution):
+    """The released notebook with every solution cell typed in from the instructor's."""
+    answers = {_grade_id(c): c.source for c in solution.cells if _is_solution(c)}
+    nb = copy.deepcopy(released)
+    for cell in nb.cells:
+        if _is_solution(cell) and _grade_id(cell) in answers:
+            cell.source = answers[_grade_id(cell)]
+    return nb
+
+
+def _vendored_bnlib() -> str:
+    """bnlib's reference and mistakes, as code pasted into a notebook under the name ``_bnref``."""
+    parts = ["import sys as _sys, types as _types\n",
+             "def _bnref_module(name, source):\n"
+             "    module = _types.ModuleType(name)\n"
+             "    _sys.modules[name] = module\n"
+             "    exec(compile(source, '<' + name + '>', 'exec'), module.__dict__)\n"
+             "    return module\n",
+             "_bnref = _types.ModuleType('_bnref'); _bnref.__path__ = []; _sys.modules['_bnref'] = _bnref\n"]
+    for name in ("numpy", "torch", "gradcheck", "assignments", "mistakes"):
+        source = (REPO_DIR / "bnlib" / f"{name}.py").read_text()
+        source = re.sub(r"\bbnlib\b", "_bnref", source)
+        parts.append(f"_bnref.{name} = _bnref_module('_bnref.{name}', {source!r})\n"
+                     if name != "torch" else
+                     f"try:\n    _bnref.torch = _bnref_module('_bnref.torch', {source!r})\n"
+                     "except ImportError:\n    pass\n")
+    return "".join(parts)
+
+
+def wrong_notebook(released, mistake: str, assignment: str):
+    """The released notebook whose functions behave exactly like the catalogued `mistake`."""
+    from bnlib.assignments import INTERFACE
+
+    nb = copy.deepcopy(released)
+    solutions = [c for c in nb.cells if _is_solution(c) and c.cell_type == "code"]
+    first = solutions[0]
+    names = INTERFACE[assignment]
+    first.source = (f"# The synthetic student who made the mistake {mistake!r}.\n" + _vendored_bnlib()
+                    + f"_impl = _bnref.mistakes.by_name({mistake!r}).implementation({assignment!r})\n"
+                    + "".join(f"{n} = _impl[{n!r}]\n" for n in names))
+    for cell in solutions[1:]:
+        cell.source = "# see the first solution cell"
+    return nb
+
+
+def _insert_after_first_solution(nb, source: str):
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    index = next(i for i, c in enumerate(nb.cells) if _is_solution(c)) + 1
+    nb.cells.insert(index, nbformat.v4.new_code_cell(source))
+    return nb
+
+
+def _structural(nb, case: str):
+    """Graded cells deleted, duplicated or edited, their points changed."""
+    nb = copy.deepcopy(nb)
+    tests = [i for i, c in enumerate(nb.cells) if _is_test(c)]
+    if case == "delete_cells":
+        for i in reversed(tests[:2]):
+            del nb.cells[i]
+    elif case == "duplicate_cells":  # copy and paste in Jupyter: same metadata, a new cell id
+        first, last = copy.deepcopy(nb.cells[tests[0]]), copy.deepcopy(nb.cells[tests[-1]])
+        first["id"], last["id"] = "pasted-1", "pasted-2"
+        nb.cells.insert(tests[0] + 1, first)
+        nb.cells.append(last)
+    elif case == "edit_tests":
+        for i in tests:
+            nb.cells[i].source = "pass"
+            nb.cells[i].metadata.nbgrader["points"] = 1000
+    return nb
+
+
+# ---------------------------------------------------------------- the class
+def released_notebooks(assignments: list[str], work: Path) -> dict[str, Path]:
+    """The student version of each assignment, generated with nbgrader into `work`."""
+    course = Course(work)
+    course.prepare(assignments)
+    return {a: work / "release" / a / f"{a}.ipynb" for a in assignments}
+
+
+def make_class(out: str | Path, assignments: list[str] | None = None, released: dict[str, Path] | None = None,
+               grading_dir: Path | None = None, wrong: bool = True, hostile: bool = True,
+               copies: int = 1) -> list[Expected]:
+    """Write the synthetic class into `out`/submitted and return what grading it must give.
+
+    Args:
+        out: the class folder (``submitted/`` and ``expected.json`` go there).
+        assignments: which assignments. Default: every one in solutions/.
+        released: the released notebook of each assignment. Default: generated here.
+        grading_dir: the ``--out`` folder it will be graded into (the target of the
+            gradebook-writing student). Default: the release's gradebook under _build/.
+        wrong: include a student per catalogued mistake. Default: True.
+        hostile: include the hostile students. Default: True.
+        copies: students of each correct, blank and wrong kind (more notebooks for the
+            benchmark; copy k > 1 is suffixed ``-k``). Default: 1.
+    """
+    import nbformat
+
+    from .course import known_assignments
+
+    out = Path(out)
+    assignments = list(assignments or known_assignments())
+    temporary = None
+    if released is None:
+        temporary = tempfile.mkdtemp(prefix="bngrade-release-")
+        released = released_notebooks(assignments, Path(temporary))
+    try:
+        expected: list[Expected] = []
+        submitted = out / "submitted"
+
+        def put(student: str, assignment: str, nb=None, data: bytes | None = None) -> None:
+            folder = submitted / student / assignment
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{assignment}.ipynb"
+            if nb is not None:
+                nbformat.write(nb, path)
+            elif data is not None:
+                path.write_bytes(data)
+
+        def suffix(k: int) -> str:
+            return "" if k == 0 else f"-{k + 1}"
+
+        base = {}
+        for a in assignments:
+            rel = _read(released[a])
+            sol = _read(SOLUTIONS / a / f"{a}.ipynb")
+            base[a] = (rel, correct_notebook(rel, sol))
+            for k in range(copies):
+                put(f"correct-{a}{suffix(k)}", a, base[a][1])
+                expected.append(Expected(f"correct-{a}{suffix(k)}", a, "graded", "full"))
+                put(f"blank-{a}{suffix(k)}", a, rel)
+                expected.append(Expected(f"blank-{a}{suffix(k)}", a, "graded", 0))
+            (submitted / f"missing-{a}").mkdir(parents=True, exist_ok=True)
+            expected.append(Expected(f"missing-{a}", a, "missing", 0, "no submission"))
+        if wrong:
+            from bnlib.mistakes import MISTAKES
+
+            for m in MISTAKES:
+                a = next((x for x in m.assignments if x in assignments), None)
+                if a is None:
+                    continue
+                for k in range(copies):
+                    student = f"wrong-{m.name}{suffix(k)}"
+                    put(student, a, wrong_notebook(base[a][0], m.name, a))
+                    expected.append(Expected(student, a, "graded", "partial", mistake=m.name))
+        a = HOSTILE_ASSIGNMENT
+        if hostile and a in assignments:
+            rel, good = base[a]
+            for case, (source, status, score, reason) in _hostile(grading_dir).items():
+                put(f"hostile-{case}", a, _insert_after_first_solution(good, source))
+                expected.append(Expected(f"hostile-{case}", a, status, score, reason))
+            for case, source in _TRICKS.items():
+                put(f"hostile-{case}", a, _insert_after_first_solution(rel, source))
+                expected.append(Expected(f"hostile-{case}", a, "graded", 0))
+            checks = [_grade_id(c) for c in rel.cells if _is_test(c)]
+            forge = (f"CHECKS = {checks!r}\n" + _hostile_forge())
+            put("hostile-forge_records", a, _insert_after_first_solution(rel, forge))
+            expected.append(Expected("hostile-forge_records", a, "graded", 0))
+            put("hostile-delete_cells", a, _structural(good, "delete_cells"))
+            expected.append(Expected("hostile-delete_cells", a, "graded", "full", "put back"))
+            put("hostile-duplicate_cells", a, _structural(good, "duplicate_cells"))
+            expected.append(Expected("hostile-duplicate_cells", a, "graded", "full", "appears 2 times"))
+            put("hostile-edit_tests", a, _structural(good, "edit_tests"))
+            expected.append(Expected("hostile-edit_tests", a, "graded", "full"))
+            put("malformed-json", a, data=b'{"cells": [ {"cell_type": "code", "source": "1 +')
+            expected.append(Expected("malformed-json", a, "malformed", 0, "not valid JSON"))
+            put("malformed-not-a-notebook", a, data=b'["a", "list"]')
+            expected.append(Expected("malformed-not-a-notebook", a, "malformed", 0, "not a notebook"))
+        # nbgrader's layout: a student folder without an assignment's notebook is that student
+        # missing the assignment (the synthetic students each hand in one assignment)
+        handed_in = {(e.student, e.assignment) for e in expected}
+        for student in sorted({e.student for e in expected}):
+            for a in assignments:
+                if (student, a) not in handed_in:
+                    expected.append(Expected(student, a, "missing", 0, "no submission"))
+        (out / "expected.json").write_text(json.dumps([asdict(e) for e in expected], indent=1))
+        return expected
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _hostile_forge() -> str:
+    return (
+        "import os, json, numpy as np\n"
+        "channel = os.environ.get('BNGRADE_CHANNEL') or '.'\n"
+        "os.makedirs(channel, exist_ok=True)\n"
+        "rng = np.random.default_rng(0)\n"
+        "for check in CHECKS:\n"
+        "    np.savez(os.path.join(channel, check + '.npz'), y=rng.normal(size=(8, 3)),\n"
+        "             running_mean=np.zeros(3), running_var=np.ones(3))\n"
+        "    with open(os.path.join(channel, check + '.json'), 'w') as f:\n"
+        "        json.dump({'passed': True, 'calls': {}}, f)\n"
+        "import autograder.probe as probe\n"
+        "probe.check = lambda *a, **k: None\n"
+    )
+
+
+def load_expected(out: str | Path) -> list[Expected]:
+    return [Expected(**e) for e in json.loads((Path(out) / "expected.json").read_text())]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m autograder.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("out", metavar="DIR", help="the class folder to write (submitted/, expected.json)")
+    parser.add_argument("--assignment", action="append", dest="assignments", metavar="NAME",
+                        help="only this assignment (repeatable; default: all)")
+    parser.add_argument("--copies", type=int, default=1, help="students of each correct, blank and wrong kind")
+    parser.add_argument("--grading-dir", type=Path, help="the --out folder it will be graded into")
+    args = parser.parse_args(argv)
+    expected = make_class(args.out, args.assignments, grading_dir=args.grading_dir, copies=args.copies)
+    print(f"{len(expected)} students in {Path(args.out) / 'submitted'}; expected outcomes in "
+          f"{Path(args.out) / 'expected.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

