@@ -18,6 +18,7 @@ Trusted side (instructor process):
     :mod:`autograder.submissions`    a class's notebooks: nbgrader's folders, an LMS zip, one notebook
     :mod:`autograder.grade`          ``grade``: the coordinator (gradebook writes, pool or Dask, resume)
     :mod:`autograder.worker`         one notebook, start to finish: sanitize, run, judge, score, feedback
+    :mod:`autograder.speed`          ``grade --speed``: the ungraded class speed table
     :mod:`autograder.feedback`       the student's feedback page
     :mod:`autograder.report`         grades.csv and the instructor's report, from the gradebook
     :mod:`autograder.course`         the grading folder as an nbgrader course directory

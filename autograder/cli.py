@@ -62,6 +62,16 @@ def _positive(kind):
     return parse
 
 
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        n, c = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N,C (two positive integers), got {text!r}") from None
+    if n < 2 or c < 1:
+        raise argparse.ArgumentTypeError(f"N must be at least 2 and C at least 1, got {text!r}")
+    return n, c
+
+
 def _add_grade(sub: argparse._SubParsersAction) -> None:
     from autograder.submissions import DEFAULT_ID_PATTERN
 
@@ -98,6 +108,11 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id-pattern", metavar="REGEX",
                    help="regular expression with a group 'student' that finds the student id in a zip's file names")
     p.add_argument("--student", metavar="ID", help="the student id of a single notebook (default: its file name)")
+    p.add_argument("--speed", action="store_true",
+                   help="also time each correct bn-torch BatchNorm1d against nn.BatchNorm1d (ungraded: "
+                        "the column speed_vs_nn in grades.csv, a class speed table in the report)")
+    p.add_argument("--speed-shape", type=_shape, metavar="N,C", default=None,
+                   help="the batch --speed times (default: 16384,256)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_grade)
 
@@ -112,7 +127,8 @@ def _run_grade(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     options = GradeOptions(args.submissions, args.out, args.assignment, args.workers, args.scheduler,
                            args.timeout, args.notebook_timeout, args.memory, args.force, args.id_pattern,
-                           args.student, not args.no_progress)
+                           args.student, not args.no_progress, speed=args.speed or bool(args.speed_shape),
+                           speed_shape=args.speed_shape)
     try:
         summary = grade(options, console)
     except (SubmissionsError, SandboxError, GradeError) as exc:

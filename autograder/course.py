@@ -18,7 +18,9 @@ nbgrader's tables hold the scores (a grader's ``manual_score`` in formgrader sti
 an autograded one, as in nbgrader). What nbgrader has no column for (how each run ended, why,
 the judge's messages and named mistakes, a fingerprint of the notebook graded) lives in the
 table ``bngrade_result``, one row per student and assignment, written after nbgrader's grades;
-it is what makes a run resumable, and what ``report`` reads besides nbgrader's scores.
+it is what makes a run resumable, and what ``report`` reads besides nbgrader's scores. An
+ungraded ``--speed`` measurement (:mod:`autograder.speed`) goes into ``bngrade_speed``, kept
+with the fingerprint of the notebook it timed.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ CREATE TABLE IF NOT EXISTS bngrade_result (
     PRIMARY KEY (student_id, assignment)
 );
 CREATE TABLE IF NOT EXISTS bngrade_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bngrade_speed (
+    student_id TEXT NOT NULL,
+    assignment TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    sha256 TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (student_id, assignment)
+);
 """
 
 
@@ -207,6 +216,22 @@ class Course:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)",
                 (r.student_id, r.assignment, r.status, r.reason, r.score, r.max_score,
                  json.dumps(r.parts), json.dumps(r.mistakes), r.sha256, r.source_sha256, r.origin, r.seconds))
+
+    def speeds(self) -> dict[tuple[str, str], dict]:
+        """(student, assignment) -> the ``--speed`` entry (:mod:`autograder.speed`) of the notebook graded."""
+        if not self.db_path.exists():
+            return {}
+        with self.db() as db:
+            db.executescript(_SCHEMA)
+            rows = db.execute("SELECT s.student_id, s.assignment, s.entry FROM bngrade_speed s JOIN bngrade_result r "
+                              "ON r.student_id = s.student_id AND r.assignment = s.assignment "
+                              "AND r.sha256 = s.sha256").fetchall()
+        return {(student, assignment): json.loads(entry) for student, assignment, entry in rows}
+
+    def save_speed(self, student: str, assignment: str, entry: dict, sha256: str) -> None:
+        with self.db() as db:
+            db.execute("INSERT OR REPLACE INTO bngrade_speed (student_id, assignment, entry, sha256) "
+                       "VALUES (?, ?, ?, ?)", (student, assignment, json.dumps(entry), sha256))
 
     # -- paths
     def submitted(self, student: str, assignment: str) -> Path:

@@ -117,6 +117,19 @@ def _pts(value) -> str:
     return f"{value:g}"
 
 
+def _speed(entry: dict | None) -> str:
+    """The ungraded speed line (``grade --speed``)."""
+    if not entry:
+        return ""
+    if entry.get("ratio") is None:
+        text = html.escape(entry.get("message") or "not timed")
+        return f'<p class="meta">Speed (ungraded): {text}.</p>'
+    shape = " × ".join(str(n) for n in entry.get("shape", []))
+    return (f'<p class="meta">Speed (ungraded): your <code>BatchNorm1d</code> took {entry["ratio"]:.2f}× the time of '
+            f"<code>nn.BatchNorm1d</code> for a forward and backward pass on a {html.escape(shape)} batch "
+            "(lower is faster). The last chapter of the book shows how to make it faster.</p>")
+
+
 def render(answer: dict, nb=None) -> str:
     """The feedback page for one graded (or ungraded) submission. `answer` as from the worker."""
     student, assignment = html.escape(answer["student_id"]), html.escape(answer["assignment"])
@@ -138,6 +151,7 @@ def render(answer: dict, nb=None) -> str:
     table = ("<table><tr><th></th><th>What is checked</th><th>Points</th><th>Feedback</th></tr>"
              + "".join(rows) + "</table>") if rows else "<p>No graded parts.</p>"
     notebook = (f"<h2>Your notebook, as graded</h2>{_cells(nb, parts)}" if nb is not None else "")
+    table += _speed(answer.get("speed"))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Feedback: {assignment} ({student})</title>
 <style>{CSS}</style></head><body>

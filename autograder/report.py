@@ -10,11 +10,14 @@ autograder's ``bngrade_result`` table (how each run ended, why, which mistakes w
 
 ``status`` is one of graded, timeout, crashed, memory, malformed, missing; ``reason`` says why
 (empty for a clean run); each ``<part>`` column (a graded test cell's id) holds the points that
-row earned on that part, empty for a part of another assignment.
+row earned on that part, empty for a part of another assignment. After ``grade --speed``, a last
+column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time over
+``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.speed`).
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
-message), and the submissions that did not grade cleanly, with their reasons.
+message), the class speed table after ``grade --speed``, and the submissions that did not grade
+cleanly, with their reasons.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from . import speed
 from .course import STATUSES, Course, Result, write_atomic
 
 CSV_FIELDS = ["student_id", "assignment", "score", "max_score", "status", "reason"]
+#: The ungraded column ``grade --speed`` adds: forward+backward time over nn.BatchNorm1d's.
+SPEED_FIELD = "speed_vs_nn"
 
 
 def gradebook_scores(course: Course) -> dict[tuple[str, str], dict[str, float]]:
@@ -51,8 +57,12 @@ def gradebook_scores(course: Course) -> dict[tuple[str, str], dict[str, float]]:
 
 
 def rows(course: Course) -> tuple[list[dict], list[str]]:
-    """The CSV's rows (sorted by assignment, then student) and its part columns."""
+    """The CSV's rows (sorted by assignment, then student) and its part columns.
+
+    With ``--speed`` measurements in the folder, the last column is ``speed_vs_nn``.
+    """
     results = course.results()
+    speeds = course.speeds()
     scores = gradebook_scores(course)
     part_names: list[str] = []
     out = []
@@ -66,6 +76,10 @@ def rows(course: Course) -> tuple[list[dict], list[str]]:
         out.append({"student_id": student, "assignment": assignment,
                     "score": _num(sum(parts.values())), "max_score": _num(r.max_score),
                     "status": r.status, "reason": r.reason, **{g: _num(v) for g, v in parts.items()}})
+        if speeds:
+            out[-1][SPEED_FIELD] = speed.cell_text(speeds.get((student, assignment)))
+    if speeds:
+        part_names.append(SPEED_FIELD)
     return out, part_names
 
 
@@ -150,6 +164,7 @@ def write_html(course: Course) -> Path:
 
     matplotlib.use("Agg")
     table, parts = rows(course)
+    parts = [p for p in parts if p != SPEED_FIELD]
     results = course.results()
     by_assignment: dict[str, list[dict]] = defaultdict(list)
     for row in table:
@@ -212,6 +227,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 <table><tr><th>assignment</th><th>students</th>{''.join(f'<th>{s}</th>' for s in STATUSES)}<th>mean score (handed in)</th></tr>
 {''.join(status_rows)}</table>
 {''.join(sections)}
+{_speed_html(course)}
 <h2>Most common named mistakes</h2>
 {mistakes_html}
 <h2>Submissions that did not grade cleanly</h2>
@@ -221,6 +237,29 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
     path = course.root / "report.html"
     write_atomic(path, page)
     return path
+
+
+def _speed_html(course: Course) -> str:
+    """The class speed table (``grade --speed``), fastest first; empty without measurements."""
+    entries = course.speeds()
+    if not entries:
+        return ""
+    timed = sorted(((k, e) for k, e in entries.items() if e.get("ratio") is not None), key=lambda kv: kv[1]["ratio"])
+    untimed = sorted((k, e) for k, e in entries.items() if e.get("ratio") is None)
+    shape = next(iter(entries.values())).get("shape", list(speed.SHAPE))
+    body = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(s)}</td><td>{html.escape(a)}</td><td>{e['ratio']:.2f}×</td>"
+        f"<td>{'' if e.get('forward_ratio') is None else format(e['forward_ratio'], '.2f') + '×'}</td>"
+        f"<td>{'' if e.get('seconds') is None else format(e['seconds'] * 1e3, '.2f') + ' ms'}</td>"
+        f"<td>{html.escape(e.get('message', ''))}</td></tr>" for i, ((s, a), e) in enumerate(timed, 1))
+    body += "".join(f"<tr><td></td><td>{html.escape(s)}</td><td>{html.escape(a)}</td><td>—</td><td></td><td></td>"
+                    f"<td>{html.escape(e.get('message', ''))}</td></tr>" for (s, a), e in untimed)
+    return (f"<h2>Class speed table (ungraded)</h2><p>Each correct <code>BatchNorm1d</code> timed against "
+            f"<code>nn.BatchNorm1d</code> side by side in its grading sandbox, float32, one thread, a batch of "
+            f"shape {html.escape(' × '.join(str(n) for n in shape))}: time over PyTorch's (lower is faster). "
+            "The figure comes from the student's own process, so it is for interest, never for marks.</p>"
+            "<table><tr><th>#</th><th>student</th><th>assignment</th><th>forward+backward</th><th>forward</th>"
+            f"<th>time</th><th>note</th></tr>{body}</table>")
 
 
 def write_all(course: Course) -> tuple[Path, Path]:

@@ -187,7 +187,24 @@ def grade_notebook(job: dict) -> dict:
     run = _execute(nb, job)
     _judge(nb, run, job, answer)
     _classify(nb, run, job, answer)
+    if job.get("speed") and job.get("kind") == "torch":
+        _speed(nb, job, answer)
     return _finish(answer, job, nb, started)
+
+
+def _speed(nb, job, answer) -> None:
+    """``--speed``: time the student's BatchNorm1d in a second sandboxed run (:mod:`autograder.speed`)."""
+    import copy
+
+    from . import speed
+    from .sandbox import Limits
+
+    try:
+        answer["speed"] = speed.time_submission(copy.deepcopy(nb), answer, job, _sandbox(Limits(**job.get("limits", {}))))
+    except Exception as exc:  # noqa: BLE001 - an ungraded column never costs a grade
+        if type(exc).__name__ == "SandboxError":
+            raise
+        answer["speed"] = speed.not_timed(f"not timed: the grader could not time it ({_one_line(exc)})")
 
 
 def _read(data: bytes):
