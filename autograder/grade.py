@@ -21,7 +21,6 @@ import sqlite3
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from . import course as course_mod

@@ -177,14 +177,7 @@ class FusedBatchNormFunction(torch.autograd.Function):
         x, gamma, mu, istd = ctx.saved_tensors
         run = compile_once(backward_train) if ctx.use_compiler else backward_train
         dx, dgamma, dbeta = run(dy, x, gamma, mu, istd)
-        param_dtype = gamma.dtype if gamma is not None else x.dtype
-        return (
-            dx if ctx.needs_input_grad[0] else None,
-            dgamma.to(param_dtype) if ctx.needs_input_grad[1] else None,
-            dbeta.to(param_dtype) if ctx.needs_input_grad[2] else None,
-            None,
-            None,
-        )
+        return (*bnt._needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None)
 
 
 class BatchNorm1d(bnt.BatchNorm1d):

@@ -101,6 +101,17 @@ class BatchNormFunction(torch.autograd.Function):
         return dx, dgamma_out, dbeta_out, None
 
 
+def _needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
+    """``(dx, dgamma, dbeta)`` as autograd takes them back: None where no gradient is needed,
+    dgamma and dbeta in the parameters' dtype (the fused kernels' backward passes share this)."""
+    param_dtype = gamma.dtype if gamma is not None else x.dtype
+    return (
+        dx if ctx.needs_input_grad[0] else None,
+        dgamma.to(param_dtype) if ctx.needs_input_grad[1] else None,
+        dbeta.to(param_dtype) if ctx.needs_input_grad[2] else None,
+    )
+
+
 class FrozenBatchNormFunction(torch.autograd.Function):
     r"""Evaluation-mode batch norm with fixed statistics ``mu`` and ``var`` (the running ones).
 

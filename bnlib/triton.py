@@ -266,13 +266,7 @@ class TritonBatchNormFunction(torch.autograd.Function):
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
         x, gamma, mu, istd = ctx.saved_tensors
         dx, dgamma, dbeta = backward_train(dy, x, gamma, mu, istd)
-        param_dtype = gamma.dtype if gamma is not None else x.dtype
-        return (
-            dx if ctx.needs_input_grad[0] else None,
-            dgamma.to(param_dtype) if ctx.needs_input_grad[1] else None,
-            dbeta.to(param_dtype) if ctx.needs_input_grad[2] else None,
-            None,
-        )
+        return (*bnt._needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
 
 
 class BatchNorm1d(bnt.BatchNorm1d):

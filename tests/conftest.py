@@ -121,8 +121,6 @@ def graded_class(synthetic_class):
 # The book (one from-scratch build shared by the book tests)
 # --------------------------------------------------------------------------------------------
 
-import os  # noqa: E402
-import shutil  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 

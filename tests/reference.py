@@ -148,6 +148,18 @@ def _numpy_steps(layer: bnp.BatchNorm1d, cfg: Config, ndtype) -> list[Step]:
     return steps
 
 
+def play_from_torch_start(layer, cfg: Config) -> list[Step]:
+    """Play ``cfg`` on ``layer`` (a torch or a bnlib.numpy-style layer), from the start state
+    :func:`run_side_by_side` gives nn.BatchNorm1d."""
+    ndtype, tdtype = DTYPES[cfg.dtype]
+    start = nn.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
+    randomize(start, np.random.default_rng(cfg.seed))
+    layer.load_state_dict(start.state_dict())
+    if isinstance(layer, nn.Module):
+        return _torch_steps(layer, cfg, tdtype)
+    return _numpy_steps(layer, cfg, ndtype)
+
+
 def run_side_by_side(cfg: Config) -> dict[str, list[Step]]:
     """Play ``cfg`` on nn.BatchNorm1d ('torch.nn'), bnlib.numpy and bnlib.torch."""
     ndtype, tdtype = DTYPES[cfg.dtype]

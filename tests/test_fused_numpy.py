@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
 import bnlib.fused_numpy as fnp
 import bnlib.numpy as bnp
-from reference import DTYPES, Config, _numpy_steps, assert_same_steps, randomize, run_side_by_side
+from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
 from test_numpy import configs
 
 
 def fused_steps(cfg: Config):
     """Play ``cfg`` on the fused layer, from the start state run_side_by_side gives nn.BatchNorm1d."""
-    ndtype, tdtype = DTYPES[cfg.dtype]
-    start = nn.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
-    randomize(start, np.random.default_rng(cfg.seed))
-    layer = fnp.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=ndtype)
-    layer.load_state_dict(start.state_dict())
-    return _numpy_steps(layer, cfg, ndtype)
+    return play_from_torch_start(fnp.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=DTYPES[cfg.dtype][0]), cfg)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from torch import nn
 
 import bnlib.fused_torch as ft
-from reference import DTYPES, Config, _torch_steps, assert_same_steps, randomize, run_side_by_side
+from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
 from test_numpy import configs
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -17,12 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is dep
 
 def fused_steps(cfg: Config, compiled: bool):
     """Play ``cfg`` on the fused layer, from the start state run_side_by_side gives nn.BatchNorm1d."""
-    _, tdtype = DTYPES[cfg.dtype]
-    start = nn.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
-    randomize(start, np.random.default_rng(cfg.seed))
-    layer = ft.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype, compiled=compiled)
-    layer.load_state_dict(start.state_dict())
-    return _torch_steps(layer, cfg, tdtype)
+    layer = ft.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=DTYPES[cfg.dtype][1], compiled=compiled)
+    return play_from_torch_start(layer, cfg)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

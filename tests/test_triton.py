@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,7 +17,7 @@ _BEFORE = os.environ.get("TRITON_INTERPRET")
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
 import bnlib.triton as bt  # noqa: E402
-from reference import DTYPES, Config, _torch_steps, assert_same_steps, randomize, run_side_by_side  # noqa: E402
+from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -52,12 +51,7 @@ def test_training_step_matches_pytorch(shape, dtype, tol):
 
 
 def triton_steps(cfg: Config):
-    _, tdtype = DTYPES[cfg.dtype]
-    start = nn.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
-    randomize(start, np.random.default_rng(cfg.seed))
-    layer = bt.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=tdtype)
-    layer.load_state_dict(start.state_dict())
-    return _torch_steps(layer, cfg, tdtype)
+    return play_from_torch_start(bt.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=DTYPES[cfg.dtype][1]), cfg)
 
 
 OPTIONS = [
