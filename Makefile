@@ -55,8 +55,11 @@ $(MATHJAX):
 release: python
 	$(PY) -m autograder release
 
+# TMPDIR inside _build: what the chapters' code leaves in temporary folders (TorchInductor's
+# kernels, for one) stays in the checkout, not in /tmp.
 book: python mathjax
-	$(BIN)/jupyter-book build -W --keep-going .
+	@mkdir -p _build/tmp
+	TMPDIR=$(CURDIR)/_build/tmp $(BIN)/jupyter-book build -W --keep-going .
 
 # Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
 book-bench: python mathjax release
