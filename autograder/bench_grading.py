@@ -35,7 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .sandbox import REPO_DIR, is_root, warm_available
+from autograder.paths import REPO_DIR
+from autograder.sandbox import is_root, warm_available
 
 #: Hostile cases that plain nbgrader survives without a sandbox.
 SAFE_HOSTILE = ("infinite_loop", "os_exit", "sys_exit", "segfault", "socket", "read_solutions",
@@ -45,7 +46,7 @@ SAFE_HOSTILE = ("infinite_loop", "os_exit", "sys_exit", "segfault", "socket", "r
 
 def build_class(root: Path, copies: int) -> list[tuple[str, str]]:
     """The benchmark's class in root/submitted; returns its (student, assignment) notebooks."""
-    from .synthetic import make_class
+    from autograder.synthetic import make_class
 
     expected = make_class(root, copies=copies, grading_dir=root / "nowhere")
     keep = []
@@ -78,7 +79,7 @@ def time_ours(submitted: Path, out: Path, workers: int, timeout: float) -> float
 
 
 def time_nbgrader(notebooks: list[tuple[str, str]], submitted: Path, course: Path, timeout: float) -> float:
-    from .release import tools_on_path
+    from autograder.nbgrader_ext.release import tools_on_path
 
     tools_on_path()
     assignments = sorted({a for _, a in notebooks})
@@ -106,7 +107,7 @@ def time_nbgrader(notebooks: list[tuple[str, str]], submitted: Path, course: Pat
 
 def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
     """How many notebooks both graders scored the same, and the ones they did not."""
-    from .release import tools_on_path
+    from autograder.nbgrader_ext.release import tools_on_path
 
     tools_on_path()
     subprocess.run(["nbgrader", "export", "--to", str(course / "nbgrader.csv")], cwd=course,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 
 def _add_release(sub: argparse._SubParsersAction) -> None:
-    from autograder.release import ASSIGNMENTS
+    from autograder.course.spec import ASSIGNMENTS
 
     p = sub.add_parser(
         "release",
@@ -38,7 +38,7 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_release(args: argparse.Namespace) -> int:
-    from autograder.release import ReleaseError, release
+    from autograder.nbgrader_ext.release import ReleaseError, release
 
     try:
         paths = release(args.assignments or None, output=args.output, db_url=args.db, url=args.book_url)
@@ -73,7 +73,7 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def _add_grade(sub: argparse._SubParsersAction) -> None:
-    from autograder.submissions import DEFAULT_ID_PATTERN
+    from autograder.grading.submissions import DEFAULT_ID_PATTERN
 
     p = sub.add_parser(
         "grade",
@@ -120,9 +120,9 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
 def _run_grade(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from autograder.grade import GradeError, GradeOptions, grade, print_summary
+    from autograder.grading.coordinator import GradeError, GradeOptions, grade, print_summary
+    from autograder.grading.submissions import SubmissionsError
     from autograder.sandbox import SandboxError
-    from autograder.submissions import SubmissionsError
 
     console = Console(stderr=True)
     options = GradeOptions(args.submissions, args.out, args.assignment, args.workers, args.scheduler,
@@ -153,7 +153,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from autograder.report import rebuild
+    from autograder.output.report import rebuild
 
     try:
         csv_path, html_path = rebuild(args.dir)

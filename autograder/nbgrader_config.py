@@ -19,11 +19,13 @@ link's text (the chapter's title) as plain text (see ``autograder/release.py``).
 
 import os
 
+from autograder.course.spec import COURSE_ID
+
 c = get_config()  # noqa: F821  (nbgrader's config loader defines it)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-c.CourseDirectory.course_id = "batch-normalization"
+c.CourseDirectory.course_id = COURSE_ID
 c.CourseDirectory.root = ROOT
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = os.path.join("_build", "release")
@@ -41,9 +43,9 @@ c.Execute.timeout = 120
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
-    "autograder.preprocessors.DeduplicateCells",
+    "autograder.nbgrader_ext.preprocessors.DeduplicateCells",
     "nbgrader.preprocessors.OverwriteKernelspec",
-    "autograder.preprocessors.RestoreCells",
+    "autograder.nbgrader_ext.preprocessors.RestoreCells",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 

@@ -10,7 +10,7 @@ layout) and ``_build/demo-class/expected.json``, the outcome each student must g
 
 - ``correct-<assignment>``: the instructor's solutions typed into the released notebook;
 - ``blank-<assignment>``: the released notebook as handed out (every stub still raises);
-- ``wrong-<mistake>`` for each entry of :data:`bnlib.mistakes.MISTAKES` (for one of its
+- ``wrong-<mistake>`` for each entry of :data:`autograder.course.mistakes.MISTAKES` (for one of its
   assignments): a notebook whose functions behave exactly like that catalogued mistake. The
   student's cells carry the mistake's implementation with its source pasted in (bnlib's
   code renamed ``_bnref``, which the sandbox does not hide: it is the student's own code);
@@ -40,8 +40,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .course import SOLUTIONS, Course
-from .sandbox import REPO_DIR
+from autograder.grading.store import SOLUTIONS, Course
+from autograder.notebook import grade_id, is_solution, is_test
+from autograder.paths import REPO_DIR
 
 #: The assignment the hostile cases use (the cheapest to run).
 HOSTILE_ASSIGNMENT = "bn-numpy-forward"
@@ -91,7 +92,7 @@ _TRICKS = {
         "np.array_equal = lambda *a, **k: True\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
         "import builtins\nbuiltins.AssertionError = type('Ignored', (Exception,), {})"),
     "monkeypatch_probe": (
-        "import autograder.probe as probe, autograder.scenarios as scenarios\n"
+        "import autograder.inside.probe as probe, autograder.inside.scenarios as scenarios\n"
         "probe.check = lambda *a, **k: None\nscenarios.run = lambda *a, **k: None"),
 }
 
@@ -103,27 +104,20 @@ def _read(path: Path):
     return nbformat.read(path, as_version=4)
 
 
-def _grade_id(cell) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-
-
-def _is_solution(cell) -> bool:
-    return bool(cell.get("metadata", {}).get("nbgrader", {}).get("solution"))
-
-
-def _is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
 def correct_notebook(released, solution):
     """The released notebook with every solution cell typed in from the instructor's."""
-    answers = {_grade_id(c): c.source for c in solution.cells if _is_solution(c)}
+    answers = {grade_id(c): c.source for c in solution.cells if is_solution(c)}
     nb = copy.deepcopy(released)
     for cell in nb.cells:
-        if _is_solution(cell) and _grade_id(cell) in answers:
-            cell.source = answers[_grade_id(cell)]
+        if is_solution(cell) and grade_id(cell) in answers:
+            cell.source = answers[grade_id(cell)]
     return nb
+
+
+#: The modules a synthetic wrong student pastes into its notebook: (name under _bnref, file).
+_VENDORED = (("numpy", "bnlib/numpy.py"), ("torch", "bnlib/torch.py"), ("gradcheck", "bnlib/gradcheck.py"),
+             ("spec", "autograder/course/spec.py"), ("assignments", "autograder/course/reference.py"),
+             ("mistakes", "autograder/course/mistakes.py"))
 
 
 def _vendored_bnlib() -> str:
@@ -135,8 +129,11 @@ def _vendored_bnlib() -> str:
              "    exec(compile(source, '<' + name + '>', 'exec'), module.__dict__)\n"
              "    return module\n",
              "_bnref = _types.ModuleType('_bnref'); _bnref.__path__ = []; _sys.modules['_bnref'] = _bnref\n"]
-    for name in ("numpy", "torch", "gradcheck", "assignments", "mistakes"):
-        source = (REPO_DIR / "bnlib" / f"{name}.py").read_text()
+    for name, path in _VENDORED:
+        source = (REPO_DIR / path).read_text()
+        source = re.sub(r"\bautograder\.course\.spec\b", "_bnref.spec", source)
+        source = re.sub(r"\bautograder\.course\.reference\b", "_bnref.assignments", source)
+        source = re.sub(r"\bautograder\.course\.mistakes\b", "_bnref.mistakes", source)
         source = re.sub(r"\bbnlib\b", "_bnref", source)
         parts.append(f"_bnref.{name} = _bnref_module('_bnref.{name}', {source!r})\n"
                      if name != "torch" else
@@ -147,10 +144,10 @@ def _vendored_bnlib() -> str:
 
 def wrong_notebook(released, mistake: str, assignment: str):
     """The released notebook whose functions behave exactly like the catalogued `mistake`."""
-    from bnlib.assignments import INTERFACE
+    from autograder.course.reference import INTERFACE
 
     nb = copy.deepcopy(released)
-    solutions = [c for c in nb.cells if _is_solution(c) and c.cell_type == "code"]
+    solutions = [c for c in nb.cells if is_solution(c) and c.cell_type == "code"]
     first = solutions[0]
     names = INTERFACE[assignment]
     first.source = (f"# The synthetic student who made the mistake {mistake!r}.\n" + _vendored_bnlib()
@@ -165,7 +162,7 @@ def _insert_after_first_solution(nb, source: str):
     import nbformat
 
     nb = copy.deepcopy(nb)
-    index = next(i for i, c in enumerate(nb.cells) if _is_solution(c)) + 1
+    index = next(i for i, c in enumerate(nb.cells) if is_solution(c)) + 1
     nb.cells.insert(index, nbformat.v4.new_code_cell(source))
     return nb
 
@@ -173,7 +170,7 @@ def _insert_after_first_solution(nb, source: str):
 def _structural(nb, case: str):
     """Graded cells deleted, duplicated or edited, their points changed."""
     nb = copy.deepcopy(nb)
-    tests = [i for i, c in enumerate(nb.cells) if _is_test(c)]
+    tests = [i for i, c in enumerate(nb.cells) if is_test(c)]
     if case == "delete_cells":
         for i in reversed(tests[:2]):
             del nb.cells[i]
@@ -215,7 +212,7 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
     """
     import nbformat
 
-    from .course import known_assignments
+    from autograder.grading.store import known_assignments
 
     out = Path(out)
     assignments = list(assignments or known_assignments())
@@ -252,7 +249,7 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             (submitted / f"missing-{a}").mkdir(parents=True, exist_ok=True)
             expected.append(Expected(f"missing-{a}", a, "missing", 0, "no submission"))
         if wrong:
-            from bnlib.mistakes import MISTAKES
+            from autograder.course.mistakes import MISTAKES
 
             for m in MISTAKES:
                 a = next((x for x in m.assignments if x in assignments), None)
@@ -271,7 +268,7 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             for case, source in _TRICKS.items():
                 put(f"hostile-{case}", a, _insert_after_first_solution(rel, source))
                 expected.append(Expected(f"hostile-{case}", a, "graded", 0))
-            checks = [_grade_id(c) for c in rel.cells if _is_test(c)]
+            checks = [grade_id(c) for c in rel.cells if is_test(c)]
             forge = (f"CHECKS = {checks!r}\n" + _hostile_forge())
             put("hostile-forge_records", a, _insert_after_first_solution(rel, forge))
             expected.append(Expected("hostile-forge_records", a, "graded", 0))
@@ -310,7 +307,7 @@ def _hostile_forge() -> str:
         "             running_mean=np.zeros(3), running_var=np.ones(3))\n"
         "    with open(os.path.join(channel, check + '.json'), 'w') as f:\n"
         "        json.dump({'passed': True, 'calls': {}}, f)\n"
-        "import autograder.probe as probe\n"
+        "import autograder.inside.probe as probe\n"
         "probe.check = lambda *a, **k: None\n"
     )
 

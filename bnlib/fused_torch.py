@@ -31,7 +31,8 @@ eagerly, one kernel per operation, which shows what the compiler buys (chapter "
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

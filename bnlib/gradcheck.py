@@ -19,8 +19,8 @@ it in any environment. For torch layers use ``torch.autograd.gradcheck`` in floa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -23,7 +23,8 @@ function                          equation                                      
 
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -448,12 +449,12 @@ class BatchNorm1d:
 
     # -- modes and resets (as nn.Module) ------------------------------------------------------
 
-    def train(self, mode: bool = True) -> "BatchNorm1d":
+    def train(self, mode: bool = True) -> BatchNorm1d:
         """Training mode: normalize with batch statistics and update the running ones."""
         self.training = bool(mode)
         return self
 
-    def eval(self) -> "BatchNorm1d":
+    def eval(self) -> BatchNorm1d:
         """Evaluation mode: normalize with the running statistics (if tracked)."""
         return self.train(False)
 

@@ -49,9 +49,10 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-
 REPO = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
+# The book's support code (book/support/) imports as the chapters import it: `support.experiments`.
+sys.path.insert(0, str(REPO / "book"))
+from autograder.course.spec import ASSIGNMENTS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +93,7 @@ def released(student_release) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def solutions_digest() -> str:
     """A fingerprint of solutions/ taken before any grading (nothing may change it)."""
-    from autograder.course import SOLUTIONS, tree_sha256
+    from autograder.grading.store import SOLUTIONS, tree_sha256
 
     return tree_sha256(SOLUTIONS)
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-
 from student_code import ROOT, hidden_test_sources
 
 _RUNNER = textwrap.dedent(
@@ -68,8 +67,8 @@ def run_channel(nb, channel: Path, seed: int, timeout: float = 300) -> subproces
 
 def judge_channel(nb, channel: Path, seed: int) -> dict[str, Any]:
     """``grade_id -> Verdict`` for every graded cell of ``nb``, from the records in ``channel``."""
-    from autograder import judge
-    from autograder.scenarios import Record
+    from autograder.inside.scenarios import Record
+    from autograder.judging import judge
 
     source = judge.student_source(nb)
     verdicts = {}
@@ -110,7 +109,7 @@ class Graded:
 _AUTOGRADE = textwrap.dedent(
     """
     import json, sys
-    from autograder.release import load_config, tools_on_path
+    from autograder.nbgrader_ext.release import load_config, tools_on_path
     from nbgrader.apps import NbGraderAPI
     from nbgrader.api import Gradebook
     args = json.loads(sys.argv[1])

@@ -5,7 +5,7 @@ Each submission is a released notebook whose solution cells are filled with sour
 - ``solution_sources(a)``: the instructor's solutions, markers stripped;
 - ``ALTERNATIVES[a]``: two more correct implementations of every function, written differently
   (one-pass variance, fused scale and shift, other cache layouts, einsum, lerp...);
-- ``VARIANTS``: each known mistake of :mod:`bnlib.mistakes`, written as a student would write it
+- ``VARIANTS``: each known mistake of :mod:`autograder.course.mistakes`, written as a student would write it
   (an edit of the solution), with the checks it must fail; ``GROUPS[a]`` puts variants whose
   failing checks do not overlap into one notebook, so one autograde run covers several;
 - ``DELEGATING``: code that hands its work to a library, plainly or in disguise;
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import nbformat
 
+from autograder.course.spec import ASSIGNMENTS  # noqa: F401 - the test modules take it from here
+
 ROOT = Path(__file__).resolve().parent.parent
-ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
 
 
 def solution_notebook(assignment: str):

@@ -176,8 +176,8 @@ def _headings(page: Path) -> list[str]:
 
 def feedback_readings() -> list[tuple[str, str]]:
     """Every (chapter stem, section title) that feedback or notebooks cite."""
-    from autograder.judge import READING
-    from bnlib.mistakes import MISTAKES
+    from autograder.course.mistakes import MISTAKES
+    from autograder.judging.judge import READING
 
     return sorted({(m.read.chapter, m.read.section) for m in MISTAKES} | set(READING.values()))
 
@@ -194,7 +194,7 @@ def test_every_section_the_feedback_names_exists_in_the_book(book_build):
 
 @pytest.mark.slow
 def test_chapter_titles_the_feedback_uses_match_the_book(book_build):
-    from bnlib.mistakes import CHAPTERS
+    from autograder.course.mistakes import CHAPTERS
 
     for stem, title in CHAPTERS.items():
         page = book_build.html / "book" / f"{stem}.html"

@@ -55,25 +55,38 @@ def code_cells() -> list[tuple[str, str]]:
     return cells
 
 
-def bnlib_modules() -> list[str]:
-    return sorted(f"bnlib.{p.stem}" for p in (REPO / "bnlib").glob("*.py") if p.stem != "__init__")
+#: The folders a chapter may display code from, and the package each one's modules belong to.
+SHOWN = {REPO / "bnlib": "bnlib", BOOK / "support": "support"}
+
+
+def module_name(path: Path) -> str:
+    """The dotted module name of a file under one of the SHOWN folders."""
+    for folder, package in SHOWN.items():
+        if path.is_relative_to(folder):
+            parts = path.relative_to(folder).with_suffix("").parts
+            return ".".join((package, *parts))
+    raise ValueError(f"{path} is outside {', '.join(map(str, SHOWN))}")
+
+
+def bnlib_modules() -> list[Path]:
+    return sorted(p for folder in SHOWN for p in folder.rglob("*.py") if p.stem != "__init__")
 
 
 def bnlib_names() -> dict[str, str]:
     """Module-level functions and classes of every bnlib module: name -> module."""
     names = {}
-    for module in bnlib_modules():
-        tree = ast.parse((REPO / "bnlib" / f"{module.split('.')[1]}.py").read_text())
+    for path in bnlib_modules():
+        tree = ast.parse(path.read_text())
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-                names[node.name] = module
+                names[node.name] = module_name(path)
     return names
 
 
 def resolve(include: Include):
     """The live object an include shows, and its module name."""
     target = (BOOK / include.path).resolve()
-    module = "bnlib." + target.stem
+    module = module_name(target)
     obj = importlib.import_module(module)
     for part in include.pyobject.split("."):
         obj = getattr(obj, part)
@@ -92,7 +105,8 @@ def test_the_book_includes_library_code():
 @pytest.mark.parametrize("include", includes(), ids=lambda i: f"{i.chapter}:{i.pyobject}")
 def test_every_include_points_at_an_existing_bnlib_object(include):
     target = (BOOK / include.path).resolve()
-    assert target.parent == REPO / "bnlib", f"{include.chapter} includes {include.path}, outside bnlib/"
+    assert any(target.is_relative_to(folder) for folder in SHOWN), \
+        f"{include.chapter} includes {include.path}, outside bnlib/ and book/support/"
     assert target.is_file(), f"{include.chapter} includes {include.path}, which does not exist"
     assert include.pyobject, f"{include.chapter} includes all of {include.path}: name the object with :pyobject:"
     obj, _ = resolve(include)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import csv
 
 import pytest
+from grade_runs import run_grade
 
 from autograder.synthetic import make_class
-from grade_runs import run_grade
 
 pytestmark = pytest.mark.slow
 

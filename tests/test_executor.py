@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.executor import CellOutputs, UnsupportedSyntax, translate_ipython
+from autograder.inside.executor import CellOutputs, UnsupportedSyntax, translate_ipython
 
 
 def test_timing_magics_run_their_code():

@@ -1,4 +1,4 @@
-"""bnlib.experiments: the data, model, training loop and mode guards the book's chapters run."""
+"""support.experiments: the data, model, training loop and mode guards the book's chapters run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from bnlib.experiments import (
+from support.experiments import (
     GhostBatchNorm1d,
     batch_norm_layers,
     check_mode,

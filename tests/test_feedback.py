@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from autograder.feedback import released_source, render
+from autograder.output.feedback import released_source, render
 
 
 def test_the_hidden_region_is_cut_out_of_a_test_cell():

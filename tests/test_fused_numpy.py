@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
+from test_numpy import configs
 
 import bnlib.fused_numpy as fnp
 import bnlib.numpy as bnp
-from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
-from test_numpy import configs
 
 
 def fused_steps(cfg: Config):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
+from test_numpy import configs
 from torch import nn
 
 import bnlib.fused_torch as ft
-from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
-from test_numpy import configs
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 

@@ -17,7 +17,7 @@ import sys
 import nbformat
 import pytest
 
-from autograder.course import Course
+from autograder.grading.store import Course
 from autograder.sandbox import REPO_DIR
 
 pytestmark = pytest.mark.slow
@@ -99,7 +99,7 @@ def test_each_wrong_variant_is_named_in_the_results_and_the_feedback(graded_clas
         if e.mistake not in r.mistakes:
             problems.append(f"{e.student}: named {r.mistakes}, not {e.mistake}")
         page = (run.out / "feedback" / e.student / f"{e.assignment}.html").read_text()
-        from bnlib.mistakes import by_name
+        from autograder.course.mistakes import by_name
 
         if html.escape(by_name(e.mistake).title) not in page:
             problems.append(f"{e.student}: the feedback does not name {by_name(e.mistake).title!r}")
@@ -157,8 +157,8 @@ def test_feedback_shows_no_hidden_test_code_and_no_traceback_through_it(graded_c
         for line in hidden:
             if line in text:
                 leaks.append(f"{page.relative_to(run.out)}: {line}")
-        for marker in ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "/sandbox/lib/autograder/probe.py",
-                       "autograder/scenarios.py", "autograder/judge.py"):
+        for marker in ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "/sandbox/lib/autograder/inside/probe.py",
+                       "autograder/inside/scenarios.py", "autograder/judging/judge.py"):
             if marker in text:
                 leaks.append(f"{page.relative_to(run.out)}: {marker}")
     assert not leaks, "\n".join(leaks[:20])
@@ -237,7 +237,7 @@ def test_the_gradebook_survives_the_student_who_wrote_to_it(graded_class):
 
 
 def test_the_solutions_are_untouched(graded_class, solutions_digest):
-    from autograder.course import SOLUTIONS, tree_sha256
+    from autograder.grading.store import SOLUTIONS, tree_sha256
 
     assert tree_sha256(SOLUTIONS) == solutions_digest
 

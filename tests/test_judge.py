@@ -17,10 +17,6 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-
-from autograder import judge, probe, scenarios
-from autograder.scenarios import SCENARIOS, Record
-from bnlib.mistakes import CHAPTERS
 from grading import judge_channel, run_channel, with_hidden_tests
 from student_code import (
     ALTERNATIVES,
@@ -35,6 +31,11 @@ from student_code import (
     solution_sources,
     stub_sources,
 )
+
+from autograder.course.mistakes import CHAPTERS
+from autograder.inside import probe, scenarios
+from autograder.inside.scenarios import SCENARIOS, Record
+from autograder.judging import judge
 
 
 def namespace(sources: dict[str, str] | str) -> dict:

@@ -1,4 +1,4 @@
-"""bnlib.mistakes: every catalogued wrong variant really differs from the reference, and is named."""
+"""autograder.course.mistakes: every catalogued wrong variant really differs from the reference, and is named."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-
-from autograder import judge, scenarios
-from bnlib import assignments
-from bnlib.mistakes import CHAPTERS, MISTAKES, Reading, by_name, for_assignment
 from student_code import ASSIGNMENTS, points
+
+from autograder.course import reference as assignments
+from autograder.course.mistakes import CHAPTERS, MISTAKES, Reading, by_name, for_assignment
+from autograder.inside import scenarios
+from autograder.judging import judge
 
 
 def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judge.Verdict]:
@@ -56,7 +57,7 @@ def test_reference_interface_passes_every_check(assignment):
 
 def test_torch_variant_without_a_flag_is_pytorch_exact():
     """The machinery the torch variants share is right when nothing is changed."""
-    from bnlib.mistakes import _torch_module_class
+    from autograder.course.mistakes import _torch_module_class
 
     names = assignments.reference("bn-torch")
     names["BatchNorm1d"] = _torch_module_class(names["BatchNormFunction"])
@@ -127,7 +128,8 @@ def test_reading_names_the_chapter_and_section():
     assert CHAPTERS["inference"] in text and "book/inference" in text and "Running averages" in text
 
 
-def test_importing_the_catalogue_loads_neither_torch_nor_the_autograder():
-    code = "import sys, bnlib.mistakes; print('torch' in sys.modules, 'autograder' in sys.modules)"
+def test_importing_the_catalogue_loads_neither_torch_nor_the_grading_machinery():
+    code = ("import sys, autograder.course.mistakes; "
+            "print('torch' in sys.modules, 'nbgrader' in sys.modules, 'autograder.grading' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]

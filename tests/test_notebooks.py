@@ -20,9 +20,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from autograder.release import rewrite_book_links
-from bnlib.mistakes import CHAPTERS, MISTAKES, by_name
 from grading import autograde
 from student_code import (
     ALTERNATIVES,
@@ -38,6 +35,9 @@ from student_code import (
     solution_notebook,
     solution_sources,
 )
+
+from autograder.course.mistakes import CHAPTERS, MISTAKES, by_name
+from autograder.nbgrader_ext.release import rewrite_book_links
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +130,7 @@ def test_released_notebook_holds_no_hidden_test(student_release, assignment):
         assert "HIDDEN" not in cell.source and "autograder" not in cell.source and "check(" not in cell.source
         assert cell.source.startswith('"""Check') and cell.source.strip().endswith('"""')
     text = nbformat.writes(released)
-    assert "autograder.probe" not in text and "BEGIN HIDDEN TESTS" not in text
+    assert "autograder.inside.probe" not in text and "BEGIN HIDDEN TESTS" not in text
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -183,7 +183,7 @@ def test_book_links_become_urls_when_the_book_has_one():
 
 
 def test_a_link_to_an_unknown_chapter_is_an_error():
-    from autograder.release import ReleaseError
+    from autograder.nbgrader_ext.release import ReleaseError
 
     with pytest.raises(ReleaseError, match="unknown chapter book:nope"):
         rewrite_book_links("[a](book:nope)", "")

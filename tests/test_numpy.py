@@ -7,11 +7,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference import Config, assert_close, assert_same_steps, run_side_by_side
 from torch import nn
 
 import bnlib.numpy as bnp
 from bnlib.gradcheck import check_gradients
-from reference import Config, assert_close, assert_same_steps, run_side_by_side
 
 # ---------------------------------------------------------------------------------------------
 # The equations, with numbers a reader can check by hand.

@@ -11,10 +11,10 @@ import uuid
 
 import nbformat
 import pytest
-
-from autograder.course import Course
-from autograder.synthetic import make_class
 from grade_runs import environment, grade_command, leftovers, run_grade, stray_files
+
+from autograder.grading.store import Course
+from autograder.synthetic import make_class
 
 pytestmark = pytest.mark.slow
 

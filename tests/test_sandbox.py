@@ -65,8 +65,8 @@ def test_network_is_unreachable(box):
 
 
 def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
-    secret = [REPO_DIR / "solutions", REPO_DIR / "autograder" / "judge.py", REPO_DIR / "bnlib" / "numpy.py",
-              REPO_DIR / "bnlib" / "torch.py", REPO_DIR / "autograder" / "grade.py"]
+    secret = [REPO_DIR / "solutions", REPO_DIR / "autograder" / "judging" / "judge.py", REPO_DIR / "bnlib" / "numpy.py",
+              REPO_DIR / "bnlib" / "torch.py", REPO_DIR / "autograder" / "grading" / "coordinator.py"]
     cells = [f"open({str(p)!r}).read()" if p.suffix else f"import os; os.listdir({str(p)!r})" for p in secret]
     r = run(box, *cells)
     for i in range(len(cells)):
@@ -74,8 +74,8 @@ def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
 
 
 def test_only_the_allowed_modules_import(box):
-    r = run(box, "import bnlib.gradcheck, autograder.executor; print('ok')",
-            "import bnlib.numpy", "import autograder.judge", "import torch", "import nbgrader")
+    r = run(box, "import bnlib.gradcheck, autograder.inside.executor; print('ok')",
+            "import bnlib.numpy", "import autograder.judging.judge", "import torch", "import nbgrader")
     assert text(r, 0) == "ok\n"
     for i in range(1, 5):
         assert "ModuleNotFoundError" in text(r, i), text(r, i)
@@ -227,8 +227,8 @@ def _uid(pid: int) -> int:
 
 
 def test_a_module_patched_by_one_notebook_is_pristine_for_the_next(box):
-    run(box, "import numpy as np\nnp.allclose = lambda *a, **k: True\nimport autograder.probe as p\np.check = None")
-    r = run(box, "import numpy as np, autograder.probe as p\nprint(np.allclose(1, 2), callable(p.check))")
+    run(box, "import numpy as np\nnp.allclose = lambda *a, **k: True\nimport autograder.inside.probe as p\np.check = None")
+    r = run(box, "import numpy as np, autograder.inside.probe as p\nprint(np.allclose(1, 2), callable(p.check))")
     assert text(r, 0) == "False True\n"
 
 

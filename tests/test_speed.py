@@ -14,12 +14,12 @@ import sqlite3
 
 import nbformat
 import pytest
-
-from autograder import speed
-from autograder.sandbox import RunResult
-from autograder.synthetic import correct_notebook, wrong_notebook
 from grade_runs import run_grade
 from student_code import ROOT
+
+from autograder.output import speed
+from autograder.sandbox import RunResult
+from autograder.synthetic import correct_notebook, wrong_notebook
 
 SHAPE = "4096,64"
 

@@ -1,4 +1,4 @@
-"""bnlib.student: a student's BatchNorm1d from a notebook or a module, checked, then timed."""
+"""bnlib.bench.student: a student's BatchNorm1d from a notebook or a module, checked, then timed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bnlib import bench, student
+from bnlib import bench
+from bnlib.bench import student
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -89,7 +90,7 @@ def write_notebook(path: Path, solution: str, constant: str = "RUNNING_VAR_CORRE
         _cell(SETUP, grade=False, solution=False, locked=True, grade_id="setup"),
         _cell(constant + "\n" + solution, grade=False, solution=True, locked=False, grade_id="solution"),
         _cell("layer = BatchNorm1d(3)\nprint(layer(torch.randn(4, 3)))", grade=False, solution=False, grade_id="demo"),
-        _cell("from autograder.probe import check; check('forward', globals())",
+        _cell("from autograder.inside.probe import check; check('forward', globals())",
               grade=True, solution=False, locked=True, points=1, grade_id="forward"),
     ]
     notebook = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}

@@ -8,9 +8,10 @@ import zipfile
 
 import pytest
 
-from autograder.submissions import MAX_NOTEBOOK_BYTES, SubmissionsError, collect, sanitize_id
+from autograder.course import spec
+from autograder.grading.submissions import MAX_NOTEBOOK_BYTES, SubmissionsError, collect, sanitize_id
 
-ASSIGNMENTS = ["bn-numpy-backward", "bn-numpy-forward", "bn-torch"]
+ASSIGNMENTS = list(spec.ASSIGNMENTS)
 NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
 
 
@@ -201,10 +202,11 @@ def test_ids_are_made_safe_for_folders_and_csv():
 # ---------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_grading_an_lms_zip_grades_the_good_entries_and_reports_the_bad(tmp_path, released):
-    from autograder.synthetic import correct_notebook, _read
-    from autograder.course import SOLUTIONS
-    from grade_runs import run_grade
     import nbformat
+    from grade_runs import run_grade
+
+    from autograder.grading.store import SOLUTIONS
+    from autograder.synthetic import _read, correct_notebook
 
     a = "bn-numpy-forward"
     good = nbformat.writes(correct_notebook(_read(released[a]), _read(SOLUTIONS / a / f"{a}.ipynb"))).encode()

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
+from reference import Config, assert_close, assert_same_steps, run_side_by_side
+from test_numpy import configs
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import bnlib.numpy as bnp
 import bnlib.torch as bnt
-from reference import Config, assert_close, assert_same_steps, run_side_by_side
-from test_numpy import configs
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -16,8 +16,9 @@ from torch import nn
 _BEFORE = os.environ.get("TRITON_INTERPRET")
 if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"
-import bnlib.triton as bt  # noqa: E402
 from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side  # noqa: E402
+
+import bnlib.triton as bt  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -4,13 +4,13 @@ A *scenario* calls the student's functions (looked up by name in the notebook's 
 challenge inputs drawn from a seed, and keeps what came back as a :class:`Record`: named float64
 arrays, plus small JSON *facts* (an exception the student's code raised, the keys of a
 state_dict, the devices of the outputs, which foreign functions ran during the student's
-calls...). A scenario never judges: :mod:`autograder.judge` replays the same scenario, with the
+calls...). A scenario never judges: :mod:`autograder.judging.judge` replays the same scenario, with the
 same seed, on bnlib's reference and on each known wrong variant, and compares.
 
 This module runs INSIDE the grading sandbox, in the student's process: it imports only NumPy and
 the standard library (torch only inside the ``bn-torch`` scenarios, never bnlib).
 
-Stable API (used by :mod:`autograder.probe`, :mod:`autograder.judge` and the autograder):
+Stable API (used by :mod:`autograder.inside.probe`, :mod:`autograder.judging.judge` and the autograder):
 
 ``SCENARIOS: dict[str, Scenario]``
     every check, by id. The id is the nbgrader ``grade_id`` of the hidden test cell.
@@ -43,9 +43,10 @@ import json
 import os
 import sys
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,7 @@ class Record:
         os.replace(tmp, directory / f"{check_id}.json")
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, check_id: str) -> "Record | None":
+    def load(cls, directory: str | os.PathLike, check_id: str) -> Record | None:
         """Read a saved record back, or ``None`` if the check never wrote one (or wrote garbage)."""
         directory = Path(directory)
         try:
@@ -648,7 +649,7 @@ def _forward_eval_eps(t: Trial, rng) -> None:
     gamma, beta = _affine(rng, d)
     rm = x.mean(axis=0) + rng.normal(0, 0.01, d)
     rv = rng.uniform(1e-5, 1e-3, d)
-    label = f"bn_forward_eval(x, gamma, beta, running_mean, running_var) with the default eps and a small running_var"
+    label = "bn_forward_eval(x, gamma, beta, running_mean, running_var) with the default eps and a small running_var"
     t.array("y_default_eps", t.call(label, f, x, gamma, beta, rm, rv), f"the output of {label}")
     label = "bn_forward_eval(x, gamma, beta, running_mean, running_var, 0.01) with a small running_var"
     t.array("y_eps_0.01", t.call(label, f, x, gamma, beta, rm, rv, 0.01), f"the output of {label}")

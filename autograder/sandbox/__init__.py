@@ -10,8 +10,8 @@ into new namespaces (see :class:`Sandbox`). Either way the notebook:
 - sees a read-only file system made of the system's ``/usr``, the Python interpreter's
   standard library (its ``site-packages`` hidden), the packages its assignment may import
   (NumPy; PyTorch for ``bn-torch`` only) and exactly these project files:
-  ``bnlib/__init__.py``, ``bnlib/gradcheck.py``, ``autograder/__init__.py``,
-  ``autograder/probe.py``, ``autograder/scenarios*.py`` and ``autograder/executor.py``.
+  ``bnlib/__init__.py``, ``bnlib/gradcheck.py``, ``autograder/__init__.py`` and the package
+  ``autograder/inside/`` (the probe, the scenarios and the cell runner), mounted whole.
   Not ``solutions/``, not the judge, not the gradebook, not other submissions: they do not
   exist inside;
 - can write only two small private RAM disks, ``/scratch`` (its working folder) and ``/tmp``;
@@ -26,7 +26,7 @@ and processes of everything it starts together. Run as a normal user, bubblewrap
 unprivileged user namespace (the process limit then counts per namespace) and cgroups are
 skipped: the other limits still hold.
 
-The notebook's code runs in :mod:`autograder.executor`, which speaks newline-delimited JSON
+The notebook's code runs in :mod:`autograder.inside.executor`, which speaks newline-delimited JSON
 on its standard output; :class:`Sandbox` reads it with deadlines and caps, kills the whole
 sandbox when a limit is passed, and returns a :class:`RunResult`.
 """
@@ -49,15 +49,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import executor
-
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
+from autograder.inside import executor
+from autograder.paths import REPO_DIR
 
 #: Files of this project that a sandbox may read (relative to the repository), beyond the
-#: scenario modules found next to the probe.
-SANDBOX_FILES = ("bnlib/__init__.py", "bnlib/gradcheck.py", "autograder/__init__.py",
-                 "autograder/probe.py", "autograder/executor.py")
+#: package :mod:`autograder.inside`, which is mounted whole.
+SANDBOX_FILES = ("bnlib/__init__.py", "bnlib/gradcheck.py", "autograder/__init__.py")
+#: The sandbox-side package: everything in it runs in the student's process.
+INSIDE = "autograder/inside"
 #: Where those files and the allowed packages appear inside the sandbox.
 LIB, SITE, SCRATCH = "/sandbox/lib", "/sandbox/site", "/scratch"
 CHANNEL = "/tmp/bngrade-channel"
@@ -70,8 +69,8 @@ PACKAGES = {
 #: Requirements left out: build tools PyTorch lists but a notebook never needs.
 NOT_NEEDED = {"setuptools", "pip", "wheel"}
 #: What the warm runner imports once, per kind of assignment.
-PRELOAD = {"numpy": ("numpy", "autograder.probe"),
-           "torch": ("numpy", "torch", "torch._dynamo", "sympy", "autograder.probe")}
+PRELOAD = {"numpy": ("numpy", "autograder.inside.probe"),
+           "torch": ("numpy", "torch", "torch._dynamo", "sympy", "autograder.inside.probe")}
 #: Root only: the first of the unprivileged user ids the sandboxes run as.
 UID_BASE = int(os.environ.get("BNGRADE_SANDBOX_UID", "61000"))
 UID_SLOTS = 256
@@ -220,9 +219,8 @@ def package_dirs(names: tuple[str, ...]) -> list[tuple[str, str]]:
 def project_files() -> list[tuple[str, str]]:
     """(host path, path inside LIB) for the project files a notebook may import."""
     files = list(SANDBOX_FILES)
-    files += sorted(f"autograder/{p.name}" for p in PACKAGE_DIR.glob("scenarios*.py"))
-    if (PACKAGE_DIR / "scenarios").is_dir():
-        files += sorted(f"autograder/scenarios/{p.name}" for p in (PACKAGE_DIR / "scenarios").glob("*.py"))
+    files += sorted(str(p.relative_to(REPO_DIR)) for p in (REPO_DIR / INSIDE).rglob("*.py")
+                    if "__pycache__" not in p.parts)
     return [(str(REPO_DIR / f), f) for f in files if (REPO_DIR / f).is_file()]
 
 
@@ -253,7 +251,7 @@ def bwrap_path() -> str:
 def bwrap_args(kind: str, limits: Limits, warm: bool = False) -> list[str]:
     """The bubblewrap command line for a notebook of `kind` ('numpy' or 'torch').
 
-    With `warm`, the command is the warm runner (:func:`autograder.executor.zygote`), which
+    With `warm`, the command is the warm runner (:func:`autograder.inside.executor.zygote`), which
     keeps the capabilities it needs to give each notebook new namespaces (root only).
     """
     exe, needed, hide = python_paths()
@@ -295,8 +293,8 @@ def bwrap_args(kind: str, limits: Limits, warm: bool = False) -> list[str]:
     args += ["--proc", "/proc", "--dev", "/dev"]
     for path in ("/tmp", SCRATCH, "/dev/shm"):
         args += ["--perms", "1777", "--size", str(limits.disk), "--tmpfs", path]
-    start = (f"from autograder.executor import zygote; zygote({list(PRELOAD[kind])!r})" if warm
-             else "from autograder.executor import main; main()")
+    start = (f"from autograder.inside.executor import zygote; zygote({list(PRELOAD[kind])!r})" if warm
+             else "from autograder.inside.executor import main; main()")
     args += ["--chdir", SCRATCH, "--", exe, "-I", "-S", "-B", "-c",
              f"import sys; sys.path[:0] = [{LIB!r}, {SITE!r}]; {start}"]
     return args
@@ -453,7 +451,7 @@ class Sandbox:
         self._zygotes: dict[str, _Zygote] = {}
         self.closed = False
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -468,7 +466,7 @@ class Sandbox:
         if self.uid_slot:
             self.uid_slot.close()
 
-    def prestart(self, kind: str) -> "_Zygote | None":
+    def prestart(self, kind: str) -> _Zygote | None:
         """Start the warm runner for `kind` now (it imports while the caller does other work)."""
         if not self.warm:
             return None
@@ -807,7 +805,7 @@ def running_sandboxes() -> list[int]:
         state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
         if state == "Z":
             continue
-        if (UID_BASE <= uid < UID_BASE + UID_SLOTS or b"autograder.executor" in cmdline
+        if (UID_BASE <= uid < UID_BASE + UID_SLOTS or b"autograder.inside.executor" in cmdline
                 or (b"bwrap" in cmdline.split(b"\0")[0] and LIB.encode() in cmdline)):
             found.append(int(entry.name))
     return found

@@ -8,7 +8,7 @@ see below) and checks that what it wrote holds no solution and no hidden test.
 
 Links: the source notebooks link chapters as ``[text](book:<chapter>)`` or
 ``[text](book:<chapter>#<anchor>)``, where ``<chapter>`` is a file stem under ``book/`` (the
-names are in :data:`bnlib.mistakes.CHAPTERS`). With a book URL (``book_url=``, the environment
+names are in :data:`autograder.course.spec.CHAPTERS`). With a book URL (``book_url=``, the environment
 variable ``BN_BOOK_URL``, or ``html.baseurl`` in ``_config.yml``) they become
 ``<url>/book/<chapter>.html#<anchor>``; without one, the link text (which names the chapter)
 stays as plain text.
@@ -19,17 +19,19 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
+
+from autograder.course.spec import ASSIGNMENTS, CHAPTERS
+from autograder.paths import NBGRADER_CONFIG, REPO_DIR
 
 __all__ = ["ASSIGNMENTS", "ROOT", "CONFIG", "load_config", "tools_on_path", "release", "book_url", "rewrite_book_links", "ReleaseError"]
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIG = Path(__file__).resolve().parent / "nbgrader_config.py"
-ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
+ROOT = REPO_DIR
+CONFIG = NBGRADER_CONFIG
 
 # What must never reach a student.
-_LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "autograder.probe")
+_LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "autograder.inside.probe")
 _LINK = re.compile(r"\[([^\]]+)\]\(book:([A-Za-z0-9_-]+)(#[^)\s]*)?\)")
 
 
@@ -73,8 +75,6 @@ def book_url(root: str | os.PathLike = ROOT) -> str:
 
 def rewrite_book_links(text: str, url: str) -> str:
     """Turn ``[text](book:<chapter>#anchor)`` into a link under ``url``, or into plain text."""
-    from bnlib.mistakes import CHAPTERS
-
     def one(match: re.Match) -> str:
         label, stem, anchor = match.group(1), match.group(2), match.group(3) or ""
         if stem not in CHAPTERS:

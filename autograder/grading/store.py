@@ -19,26 +19,26 @@ an autograded one, as in nbgrader). What nbgrader has no column for (how each ru
 the judge's messages and named mistakes, a fingerprint of the notebook graded) lives in the
 table ``bngrade_result``, one row per student and assignment, written after nbgrader's grades;
 it is what makes a run resumable, and what ``report`` reads besides nbgrader's scores. An
-ungraded ``--speed`` measurement (:mod:`autograder.speed`) goes into ``bngrade_speed``, kept
+ungraded ``--speed`` measurement (:mod:`autograder.output.speed`) goes into ``bngrade_speed``, kept
 with the fingerprint of the notebook it timed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import sqlite3
-import sys
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .sandbox import REPO_DIR
+from autograder.course.spec import COURSE_ID
+from autograder.nbgrader_ext.release import tools_on_path
+from autograder.paths import SOLUTIONS
 
-SOLUTIONS = REPO_DIR / "solutions"
 #: How each run may end (the CSV's `status` column).
 STATUSES = ("graded", "timeout", "crashed", "memory", "malformed", "missing")
 
@@ -77,11 +77,6 @@ def known_assignments(solutions: Path = SOLUTIONS) -> list[str]:
     return sorted(p.name for p in solutions.iterdir() if (p / f"{p.name}.ipynb").is_file())
 
 
-def kind_of(assignment: str) -> str:
-    """Which packages an assignment's sandbox offers: 'torch' for the PyTorch ones, else 'numpy'."""
-    return "torch" if "torch" in assignment else "numpy"
-
-
 @dataclass
 class Result:
     """One row of `bngrade_result`: how grading one student's assignment ended."""
@@ -115,7 +110,7 @@ class Course:
         """The traitlets Config nbgrader's classes need for this course directory."""
         from traitlets.config import Config
 
-        from .release import load_config
+        from autograder.nbgrader_ext.release import load_config
 
         c = Config()
         c.merge(load_config())  # the course's nbgrader settings, shared with `release`
@@ -124,7 +119,7 @@ class Course:
         c.CourseDirectory.db_url = self.db_url
         for name in ("source", "release", "submitted", "autograded", "feedback"):
             setattr(c.CourseDirectory, f"{name}_directory", name)
-        c.CourseDirectory.course_id = c.CourseDirectory.get("course_id", "") or "batch-normalization"
+        c.CourseDirectory.course_id = c.CourseDirectory.get("course_id", "") or COURSE_ID
         c.GenerateAssignment.create_assignment = True
         c.OverwriteCells.add_missing_cells = True
         return c
@@ -142,7 +137,7 @@ class Course:
                 "# directory, so `nbgrader export --to nbgrader-grades.csv` and formgrader work here.\n"
                 "c = get_config()  # noqa: F821\n"
                 "c.CourseDirectory.root = __import__('os').path.dirname(__file__)\n"
-                "c.CourseDirectory.course_id = 'bn-course'\n")
+                f"c.CourseDirectory.course_id = {COURSE_ID!r}\n")
         for assignment in assignments:
             source = self.solutions / assignment
             digest = tree_sha256(source)
@@ -157,7 +152,7 @@ class Course:
 
     def _generate(self, assignment: str) -> None:
         """nbgrader's generate_assignment into DIR/release, as ``python -m autograder release`` does."""
-        from .release import release
+        from autograder.nbgrader_ext.release import release
 
         release([assignment], output=self.root / "release", db_url=self.db_url)
 
@@ -218,7 +213,7 @@ class Course:
                  json.dumps(r.parts), json.dumps(r.mistakes), r.sha256, r.source_sha256, r.origin, r.seconds))
 
     def speeds(self) -> dict[tuple[str, str], dict]:
-        """(student, assignment) -> the ``--speed`` entry (:mod:`autograder.speed`) of the notebook graded."""
+        """(student, assignment) -> the ``--speed`` entry (:mod:`autograder.output.speed`) of the notebook graded."""
         if not self.db_path.exists():
             return {}
         with self.db() as db:
@@ -242,14 +237,6 @@ class Course:
 
     def feedback(self, student: str, assignment: str) -> Path:
         return self.root / "feedback" / student / f"{assignment}.html"
-
-
-def tools_on_path() -> None:
-    """nbgrader creates a gradebook by running `alembic`: this Python's bin/ goes first on PATH."""
-    bindir = os.path.dirname(sys.executable)
-    path = os.environ.get("PATH", "")
-    if path.split(os.pathsep)[0] != bindir:
-        os.environ["PATH"] = bindir + (os.pathsep + path if path else "")
 
 
 def tree_sha256(folder: Path) -> str:

@@ -21,7 +21,7 @@ From the command line::
     python -m bnlib.bench --student bn-torch.ipynb   # add your BatchNorm1d (a notebook or a .py)
 
 It prints a table and writes ``bench.json`` and plots into ``--out``. The chapter
-"Benchmarks" renders a full run's JSON. :mod:`bnlib.student` loads and checks a student's
+"Benchmarks" renders a full run's JSON. :mod:`bnlib.bench.student` loads and checks a student's
 ``BatchNorm1d`` for ``--student``, and times one for the autograder's speed column.
 """
 
@@ -37,9 +37,10 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -717,7 +718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown kernel(s) {unknown}; choose from {sorted(names)}")
         kernels = [k for k in kernels if k.name == REFERENCE or k.name in args.kernels]
     if args.student:
-        from bnlib import student
+        from bnlib.bench import student
 
         try:
             kernels.append(student.student_kernel(args.student, args.class_name))

@@ -4,16 +4,16 @@ A graded hidden test cell of the course's notebooks reads::
 
     '''Check that bn_forward_train normalizes with the batch mean and the biased variance.'''
     ### BEGIN HIDDEN TESTS
-    from autograder.probe import check; check("forward_train_output", globals())
+    from autograder.inside.probe import check; check("forward_train_output", globals())
     ### END HIDDEN TESTS
 
-:func:`check` runs that check's scenario (:mod:`autograder.scenarios`) on the student's functions
+:func:`check` runs that check's scenario (:mod:`autograder.inside.scenarios`) on the student's functions
 and then does one of two things.
 
 **Channel mode** (the autograder's sandbox sets ``BNGRADE_CHANNEL=<dir>`` and
 ``BNGRADE_SEED=<int>``): it writes ``<dir>/<check_id>.npz`` and ``<dir>/<check_id>.json`` and
 returns. It never raises for a wrong answer: nothing the student's process concludes counts. The
-trusted side (:func:`autograder.judge.verdict`) replays the scenario on bnlib with the same seed,
+trusted side (:func:`autograder.judging.judge.verdict`) replays the scenario on bnlib with the same seed,
 compares, and writes the verdict into the cell's outputs itself. Patching ``np.allclose``, assert
 helpers, ``torch.testing`` or bnlib inside the notebook changes nothing there: the only way to
 pass is to return the right numbers.
@@ -25,7 +25,7 @@ message, so plain nbgrader grades the same notebooks the same way. This mode tru
 student's process (a notebook that monkeypatches NumPy can fool it); grade a class with the
 autograder's sandbox, which uses channel mode.
 
-Runs inside the sandbox: imports only the standard library and :mod:`autograder.scenarios` at
+Runs inside the sandbox: imports only the standard library and :mod:`autograder.inside.scenarios` at
 import time (the judge, and with it bnlib, only in local mode).
 """
 
@@ -34,9 +34,10 @@ from __future__ import annotations
 import inspect
 import os
 import textwrap
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-from autograder import scenarios
+from autograder.inside import scenarios
 
 __all__ = ["check", "CheckFailed", "LOCAL_SEED", "CHANNEL_ENV", "SEED_ENV"]
 
@@ -93,7 +94,7 @@ def _channel(check_id: str, namespace: Mapping[str, Any], channel: str) -> None:
 
 def _local(check_id: str, namespace: Mapping[str, Any]) -> None:
     record = scenarios.run(check_id, namespace, LOCAL_SEED)
-    from autograder import judge  # trusted code, in the same process: local mode only
+    from autograder.judging import judge  # trusted code, in the same process: local mode only
 
     source = student_source(namespace, scenarios.SCENARIOS[check_id].targets)
     verdict = judge.verdict(check_id, record, LOCAL_SEED, source)
@@ -105,7 +106,7 @@ def student_source(namespace: Mapping[str, Any], names: tuple[str, ...]) -> str:
     """The source of the student's functions and classes ``names`` (local mode's best knowledge).
 
     The autograder reads the student's cells from the notebook instead
-    (:func:`autograder.judge.student_source`).
+    (:func:`autograder.judging.judge.student_source`).
     """
     parts = []
     for name in names:

@@ -20,14 +20,14 @@ import importlib.util
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from bnlib import bench
+from bnlib.bench import core as bench
 
 __all__ = [
     "StudentKernelError",

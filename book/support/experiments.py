@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class Digits(NamedTuple):
     x_test: Tensor
     y_test: Tensor
 
-    def scaled(self, factor: float) -> "Digits":
+    def scaled(self, factor: float) -> Digits:
         """The same split with every pixel multiplied by ``factor`` (e.g. ``1/255``)."""
         return self._replace(x_train=self.x_train * factor, x_test=self.x_test * factor)
 

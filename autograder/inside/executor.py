@@ -11,7 +11,7 @@ the Jupyter kernel nbgrader would start for each notebook: a plain Python proces
    of a cell's last expression are captured (bounded), an exception becomes an ``error``
    output and the next cell still runs, a cell that runs past its time limit is
    interrupted (``TimeoutError`` in its outputs);
-4. after each cell, forwards the records that :mod:`autograder.probe` wrote into the
+4. after each cell, forwards the records that :mod:`autograder.inside.probe` wrote into the
    channel folder (``$BNGRADE_CHANNEL``);
 5. reports all this as newline-delimited JSON messages on the protocol pipe (its original
    standard output), then exits without running the student's ``atexit`` hooks.

@@ -1,6 +1,6 @@
 """Grading one notebook, start to finish, wherever it runs: a local process or a Dask worker.
 
-:func:`grade_notebook` is the one task the coordinator (:mod:`autograder.grade`) hands out,
+:func:`grade_notebook` is the one task the coordinator (:mod:`autograder.grading.coordinator`) hands out,
 to a local process pool by default or to a Dask cluster with ``--scheduler``: the same code
 either way. It needs no shared file system: the job carries the notebook's bytes and a copy
 of the gradebook's assignment tables, and the answer carries everything back (the judged
@@ -12,17 +12,17 @@ For one notebook it:
 2. sanitizes it with the preprocessors ``nbgrader autograde`` runs before executing, as the
    course configures them (``Autograde.sanitize_preprocessors`` in ``nbgrader_config.py``:
    nbgrader's ``ClearOutput``, ``OverwriteKernelspec``, ``CheckCellMetadata``, and the course's
-   ``DeduplicateCells`` and ``RestoreCells`` from :mod:`autograder.preprocessors`): locked cells
+   ``DeduplicateCells`` and ``RestoreCells`` from :mod:`autograder.nbgrader_ext.preprocessors`): locked cells
    and hidden tests come back from the gradebook, deleted graded cells are put back where they
    were, and a duplicated graded cell (which makes nbgrader 0.9.6 abort a whole assignment) is
    graded once; each of these goes into the reason;
 3. runs its code cells in a fresh sandbox (:mod:`autograder.sandbox`) in channel mode;
-4. asks :func:`autograder.judge.verdict` about every graded test cell, from the record the
+4. asks :func:`autograder.judging.judge.verdict` about every graded test cell, from the record the
    probe wrote (or None when the check never ran), and writes the verdict into that cell's
    outputs (nothing when it passed, an error with the judge's message when it failed);
 5. scores the cells with nbgrader's rule (``nbgrader.utils.determine_grade``), decides the
    status (graded, timeout, crashed, memory, malformed) and its reason, and renders the
-   student's feedback page (:mod:`autograder.feedback`).
+   student's feedback page (:mod:`autograder.output.feedback`).
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ import atexit
 import hashlib
 import json
 import os
-import re
 import signal
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from autograder.notebook import is_test, student_source, title
 
 #: Per thread: the sandbox slot this thread grades in.
 _local = threading.local()
@@ -48,7 +49,7 @@ _scratch: dict[str, str] = {}
 
 # ---------------------------------------------------------------- the worker process's state
 def _sandbox(limits):
-    from .sandbox import Sandbox
+    from autograder.sandbox import Sandbox
 
     box = getattr(_local, "sandbox", None)
     if box is None or box.closed:
@@ -97,7 +98,7 @@ def _private_caches() -> None:
 
 def warm_up(kinds: list[str], limits: dict | None = None) -> None:
     """Start this thread's warm runners for `kinds` and import what grading them needs, meanwhile."""
-    from .sandbox import Limits
+    from autograder.sandbox import Limits
 
     box = _sandbox(Limits(**(limits or {})))
     for kind in kinds:
@@ -105,7 +106,7 @@ def warm_up(kinds: list[str], limits: dict | None = None) -> None:
     import nbformat  # noqa: F401
     import nbgrader.preprocessors  # noqa: F401
 
-    from . import feedback, judge  # noqa: F401
+    from autograder.output import feedback  # noqa: F401
     if "torch" in kinds:
         import torch  # noqa: F401
         import torch._dynamo  # noqa: F401 - torch imports it lazily on the first autograd call
@@ -162,7 +163,7 @@ def _gradebook_url(snapshot: bytes) -> str:
 
 # ---------------------------------------------------------------- the task
 def grade_notebook(job: dict) -> dict:
-    """Grade one notebook. `job` and the answer are plain data (see :mod:`autograder.grade`).
+    """Grade one notebook. `job` and the answer are plain data (see :mod:`autograder.grading.coordinator`).
 
     Never raises for anything a notebook can do; raises SandboxError when the grader's own
     machinery fails (then nothing is recorded and a rerun grades it again).
@@ -193,11 +194,11 @@ def grade_notebook(job: dict) -> dict:
 
 
 def _speed(nb, job, answer) -> None:
-    """``--speed``: time the student's BatchNorm1d in a second sandboxed run (:mod:`autograder.speed`)."""
+    """``--speed``: time the student's BatchNorm1d in a second sandboxed run (:mod:`autograder.output.speed`)."""
     import copy
 
-    from . import speed
-    from .sandbox import Limits, SandboxError
+    from autograder.output import speed
+    from autograder.sandbox import Limits, SandboxError
 
     try:
         answer["speed"] = speed.time_submission(copy.deepcopy(nb), answer, job, _sandbox(Limits(**job.get("limits", {}))))
@@ -260,7 +261,7 @@ DEFAULT_SANITIZE = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessor
 
 def _sanitize(nb, job):
     """The course's ``Autograde.sanitize_preprocessors`` (nbgrader's, with the course's fixes for
-    duplicated and deleted graded cells, :mod:`autograder.preprocessors`), run with the
+    duplicated and deleted graded cells, :mod:`autograder.nbgrader_ext.preprocessors`), run with the
     gradebook's copy; returns (notebook, notes for the reason)."""
     import nbformat
     from traitlets.config import Config
@@ -285,7 +286,7 @@ def _sanitize(nb, job):
 
 
 def _execute(nb, job):
-    from .sandbox import Limits
+    from autograder.sandbox import Limits
 
     limits = Limits(**job.get("limits", {}))
     cells = [{"index": i, "source": c.source} for i, c in enumerate(nb.cells) if c.cell_type == "code"]
@@ -331,25 +332,9 @@ def _outputs(raw: list) -> list:
 
 
 # ---------------------------------------------------------------- verdicts
-def _is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
-def _title(source: str) -> str:
-    """A test cell's one-line docstring: what it checks."""
-    m = re.match(r'\s*(?:#[^\n]*\n\s*)*[rRuU]?("""|\'\'\')\s*(.*?)\s*\1', source, re.S)
-    return m.group(2).strip().split("\n")[0] if m else ""
-
-
-def student_source(nb) -> str:
-    """The student's code: every code cell but the graded test cells."""
-    return "\n\n".join(c.source for c in nb.cells if c.cell_type == "code" and not _is_test(c))
-
-
 def _record(run, check_id: str, folder: str):
     """The probe's record for `check_id`, or None when the check never wrote one."""
-    from . import scenarios
+    from autograder.inside import scenarios
 
     npz, meta = run.records.get(f"{check_id}.npz"), run.records.get(f"{check_id}.json")
     if npz is None or meta is None:
@@ -360,16 +345,16 @@ def _record(run, check_id: str, folder: str):
 
 
 def _judge(nb, run, job, answer) -> None:
-    from . import judge
+    from autograder.judging import judge
 
-    source = judge.student_source(nb) if hasattr(judge, "student_source") else student_source(nb)
+    source = student_source(nb)
     seed = int(job["seed"])
     folder = os.environ.get("BNGRADE_SCRATCH") or None
     if folder:
         os.makedirs(folder, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bngrade-records-", dir=folder) as tmp:
         for index, cell in enumerate(nb.cells):
-            if not _is_test(cell):
+            if not is_test(cell):
                 continue
             check_id = cell.metadata.nbgrader["grade_id"]
             try:
@@ -387,7 +372,7 @@ def _judge(nb, run, job, answer) -> None:
                 cell.outputs = []
             else:
                 cell.outputs = [_failure_output(message)]
-            answer["parts"][check_id] = {"title": _title(cell.source), "passed": passed,
+            answer["parts"][check_id] = {"title": title(cell.source), "passed": passed,
                                          "message": "" if passed else message,
                                          "mistake": mistake, "cell": index + 1}
             if mistake and not passed:
@@ -465,13 +450,12 @@ def _classify(nb, run, job, answer) -> None:
 
 
 def _finish(answer, job, nb, started) -> dict:
+    import nbformat
     from nbgrader.preprocessors import LimitOutput
     from nbgrader.utils import determine_grade
     from traitlets.config import Config
 
-    from . import feedback
-
-    import nbformat
+    from autograder.output import feedback
 
     if nb is not None:
         nb, _ = LimitOutput(config=Config(job.get("nbgrader_config", {}))).preprocess(nb, {})
@@ -479,7 +463,7 @@ def _finish(answer, job, nb, started) -> dict:
             meta = cell.get("metadata", {}).get("nbgrader", {})
             if meta.get("grade"):
                 score, points = determine_grade(cell)
-                part = answer["parts"].setdefault(meta["grade_id"], {"title": _title(cell.source), "passed": None,
+                part = answer["parts"].setdefault(meta["grade_id"], {"title": title(cell.source), "passed": None,
                                                                      "message": "", "mistake": None})
                 part.update(score=float(score or 0.0), max_score=float(points))
         answer["score"] = sum(p.get("score", 0.0) for p in answer["parts"].values())

@@ -3,13 +3,13 @@ r"""Verdicts: compares what a check saw in the student's notebook with bnlib, an
 TRUSTED SIDE ONLY (it imports bnlib, which the sandbox hides). Stable API:
 
 ``verdict(check_id, record, seed, student_source="", options=None) -> Verdict``
-    ``record``: the :class:`autograder.scenarios.Record` the probe wrote for this check
+    ``record``: the :class:`autograder.inside.scenarios.Record` the probe wrote for this check
     (``Record.load(channel_dir, check_id)``), or ``None`` when the check never ran (a timeout,
     a crash, a deleted cell). ``seed``: the one the sandbox was given. ``student_source``: the
     student's code (:func:`student_source` of the submitted notebook); used to spot delegation.
 ``Verdict(passed, message, mistake, delegated)``
     ``message`` is the feedback, plain text: what the check wants, what came back, what that
-    looks like (a named mistake from :mod:`bnlib.mistakes`) and where to read. Empty on success.
+    looks like (a named mistake from :mod:`autograder.course.mistakes`) and where to read. Empty on success.
 ``student_source(nb) -> str``
     the code a student wrote in a notebook (solution cells and cells they added; never the
     locked test cells, whose content nbgrader restores anyway).
@@ -30,7 +30,7 @@ How a verdict is reached:
    ``Scenario.compare_facts`` must be equal. Correct implementations (two-pass or one-pass
    variance, staged or fused, any cache layout) agree to about ``1e-12``; every catalogued
    mistake is off by far more (``tests/test_mistakes.py``).
-4. On a failure, the scenario is replayed on each wrong variant of :mod:`bnlib.mistakes` that
+4. On a failure, the scenario is replayed on each wrong variant of :mod:`autograder.course.mistakes` that
    touches the check's functions; the first whose results match the student's names the mistake.
 """
 
@@ -38,19 +38,18 @@ from __future__ import annotations
 
 import ast
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
-from autograder import scenarios
-from autograder.scenarios import NORM_KERNELS, SCENARIOS, Record, Scenario
+from autograder.course.spec import READING
+from autograder.inside import scenarios
+from autograder.inside.scenarios import NORM_KERNELS, SCENARIOS, Record, Scenario
+from autograder.notebook import CELL_SEPARATOR, student_source
 
 __all__ = ["Verdict", "verdict", "student_source", "failure_output", "CELL_SEPARATOR", "READING"]
-
-#: Joins the cells in :func:`student_source` (each cell is parsed on its own).
-CELL_SEPARATOR = "\n# ---- next cell ----\n"
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -59,7 +58,7 @@ class Verdict:
     Attributes:
         passed: full points for this part.
         message: the feedback (empty when passed).
-        mistake: the name of the matching :class:`bnlib.mistakes.Mistake`, if one matched.
+        mistake: the name of the matching :class:`autograder.course.mistakes.Mistake`, if one matched.
         delegated: the part scored 0 because the code delegated to a library.
     """
 
@@ -69,35 +68,6 @@ class Verdict:
     delegated: bool = False
 
 
-# Where to read when no catalogued mistake matches: chapter stem and section, per check.
-READING: dict[str, tuple[str, str]] = {
-    "forward_train_output": ("normalize", "The normalization"),
-    "forward_train_eps": ("normalize", "What eps protects against"),
-    "forward_eval_output": ("inference", "Normalizing with the running statistics"),
-    "forward_eval_eps": ("normalize", "What eps protects against"),
-    "running_mean": ("inference", "Running averages"),
-    "running_var_unbiased": ("inference", "The unbiased running variance"),
-    "running_momentum": ("inference", "PyTorch's momentum and Keras' momentum"),
-    "running_stats_new_arrays": ("inference", "Running averages"),
-    "backward_uses_cache": ("backward", "What the forward pass keeps"),
-    "function_forward": ("normalize", "The normalization"),
-    "module_train_output": ("train-eval", "The module"),
-    "module_ncl": ("batch-mean", "Inputs of shape (N, C, L)"),
-    "module_running_mean": ("inference", "Running averages"),
-    "module_running_var": ("inference", "The unbiased running variance"),
-    "module_momentum": ("inference", "PyTorch's momentum and Keras' momentum"),
-    "module_cumulative_average": ("inference", "momentum=None: the cumulative average"),
-    "module_num_batches_tracked": ("inference", "momentum=None: the cumulative average"),
-    "module_eval_output": ("inference", "Normalizing with the running statistics"),
-    "module_eval_keeps_stats": ("train-eval", "What eval() changes"),
-    "module_options": ("train-eval", "Without running statistics"),
-    "module_state_dict": ("train-eval", "Parameters, buffers and the state_dict"),
-    "module_backward": ("backward", "In PyTorch"),
-    "module_device": ("train-eval", "Devices"),
-}
-for _check in SCENARIOS:
-    if _check.startswith(("backward_staged", "backward_compact", "function_backward")):
-        READING.setdefault(_check, ("backward", "The computational graph"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,7 +152,7 @@ def failure_output(v: Verdict) -> dict[str, Any]:
 
 
 def _reading(check_id: str) -> str:
-    from bnlib.mistakes import Reading
+    from autograder.course.mistakes import Reading
 
     stem, section = READING.get(check_id, ("assignments", "The graded notebooks"))
     return str(Reading(stem, section))
@@ -219,7 +189,7 @@ def _cached(key: tuple, make) -> Record | None:
 
 
 def _run_reference(check_id: str, assignment: str, seed: int, options: Mapping[str, Any]) -> Record:
-    from bnlib.assignments import reference
+    from autograder.course.reference import reference
 
     def make() -> Record:
         names = reference(assignment)
@@ -380,7 +350,7 @@ def _inconsistencies(sc: Scenario, r: Record) -> frozenset:
 
 
 def _name_mistake(sc, record, ref, assignment, seed, options):
-    from bnlib.mistakes import for_assignment
+    from autograder.course.mistakes import for_assignment
 
     for mistake in for_assignment(assignment, sc.targets):
 
@@ -405,25 +375,6 @@ def _name_mistake(sc, record, ref, assignment, seed, options):
 # --------------------------------------------------------------------------------------------
 # Delegation
 # --------------------------------------------------------------------------------------------
-
-
-def student_source(nb: Any) -> str:
-    """The student's code in a notebook: solution cells, and code cells the student added.
-
-    Locked cells and test cells are left out (nbgrader restores them from the gradebook, and
-    the visible tests may use ``nn.BatchNorm1d`` for comparison). ``nb``: an ``nbformat``
-    notebook (or its dict).
-    """
-    parts = []
-    for cell in nb["cells"]:
-        if cell.get("cell_type") != "code":
-            continue
-        meta = cell.get("metadata", {}).get("nbgrader", {}) or {}
-        if meta.get("locked") or (meta.get("grade") and not meta.get("solution")):
-            continue
-        source = cell.get("source", "")
-        parts.append("".join(source) if isinstance(source, list) else source)
-    return CELL_SEPARATOR.join(parts)
 
 
 _AUTOGRAD = ("torch.autograd.grad", "torch.autograd.backward", "torch.autograd.functional", "torch.func", "functorch", "torch.enable_grad", "torch.set_grad_enabled")

@@ -3,7 +3,7 @@
 ``python -m autograder grade ... --speed`` adds, for every ``bn-torch`` submission whose
 ``BatchNorm1d`` passed the graded checks of its training-mode output and gradients, one more
 run in the grading sandbox: the notebook's definitions (its imports, functions, classes and
-literal constants, as :func:`bnlib.student.notebook_source` keeps them; no demonstrations, no
+literal constants, as :func:`bnlib.bench.student.notebook_source` keeps them; no demonstrations, no
 tests) followed by :func:`measure`, which checks the layer once more against
 ``nn.BatchNorm1d`` at the timing shape and then times both, forward and forward+backward,
 side by side with the standard library's ``timeit``, in the same process, on one thread (so that the
@@ -12,7 +12,7 @@ PyTorch's; lower is faster) goes into ``grades.csv`` as the ungraded column ``sp
 into the report's class speed table, and into the student's feedback.
 
 The number is informational, never part of a score: it comes from inside the sandbox, where
-the student's code runs too and could tamper with the timer. :func:`bnlib.student.student_speed`
+the student's code runs too and could tamper with the timer. :func:`bnlib.bench.student.student_speed`
 and ``python -m bnlib.bench --student`` time one notebook the same way outside the grader.
 """
 
@@ -97,7 +97,8 @@ def cells(nb, class_name: str = "BatchNorm1d", shape=SHAPE, min_run_time: float 
     Raises ValueError (with a message for the table) when the definitions cannot be read.
     """
     import nbformat
-    from bnlib.student import StudentKernelError, notebook_source
+
+    from bnlib.bench.student import StudentKernelError, notebook_source
 
     folder = os.environ.get("BNGRADE_SCRATCH") or None
     with tempfile.TemporaryDirectory(prefix="bngrade-speed-", dir=folder) as tmp:
@@ -146,7 +147,7 @@ def parse(run, shape=SHAPE) -> dict:
 
 def time_submission(nb, answer: dict, job: dict, sandbox) -> dict:
     """The speed entry for one judged ``bn-torch`` notebook (never raises for the notebook's code)."""
-    from .sandbox import Limits
+    from autograder.sandbox import Limits
 
     shape = tuple(job.get("speed_shape") or SHAPE)
     if answer.get("status") != "graded":

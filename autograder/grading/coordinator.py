@@ -1,8 +1,8 @@
 """``python -m autograder grade``: a class's submissions in, grades, feedback and a report out.
 
 The coordinating process (this module) finds the submissions, makes the output folder an
-nbgrader course directory (:mod:`autograder.course`), hands one task per notebook to a pool
-of workers (:func:`autograder.worker.grade_notebook`: local processes, or a Dask cluster with
+nbgrader course directory (:mod:`autograder.grading.store`), hands one task per notebook to a pool
+of workers (:func:`autograder.grading.worker.grade_notebook`: local processes, or a Dask cluster with
 ``--scheduler``: the same task either way), and alone writes what comes back: nbgrader's
 grades through its ``SaveAutoGrades`` preprocessor, the autograded notebook, the feedback page,
 then the row of ``bngrade_result`` that marks the submission done. That order makes a run
@@ -23,10 +23,12 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import course as course_mod
-from .course import Course, Result, write_atomic
-from .sandbox import Limits, SandboxError
-from .submissions import Submission, collect
+from autograder.course.spec import kind_of
+from autograder.grading import store as course_mod
+from autograder.grading.store import Course, Result, write_atomic
+from autograder.grading.submissions import Submission, collect
+from autograder.notebook import title
+from autograder.sandbox import Limits, SandboxError
 
 
 class GradeError(RuntimeError):
@@ -92,7 +94,7 @@ def grade(options: GradeOptions, console=None) -> Summary:
     subs = collect(options.submissions, assignments, options.assignment, options.id_pattern, options.student)
     used = sorted({s.assignment for s in subs})
     if not options.scheduler and any(s.status is None for s in subs):
-        from .sandbox import preflight
+        from autograder.sandbox import preflight
 
         preflight()  # bubblewrap missing, user namespaces off...: say so once, before anything
     course.prepare(used)
@@ -114,7 +116,7 @@ def grade(options: GradeOptions, console=None) -> Summary:
     writer = _Writer(course, parts, sources)
     direct = [s for s in todo if s.status in ("missing", "malformed")]
     jobs = [s for s in todo if s.status is None]
-    jobs.sort(key=lambda s: (course_mod.kind_of(s.assignment) != "torch", s.assignment, s.student))
+    jobs.sort(key=lambda s: (kind_of(s.assignment) != "torch", s.assignment, s.student))
     with _ProgressView(console, len(todo), options.progress) as view:
         for sub in direct:
             answer = _ungraded_answer(sub, parts[sub.assignment])
@@ -130,9 +132,9 @@ def grade(options: GradeOptions, console=None) -> Summary:
             for sub in jobs:
                 payloads[(sub.student, sub.assignment)] = (sub, {
                     **base, "student_id": sub.student, "assignment": sub.assignment, "notebook": sub.data,
-                    "seed": course.seed(sub.student, sub.assignment), "kind": course_mod.kind_of(sub.assignment),
+                    "seed": course.seed(sub.student, sub.assignment), "kind": kind_of(sub.assignment),
                     "parts": parts[sub.assignment], "cell_order": orders[sub.assignment]})
-            kinds = sorted({course_mod.kind_of(s.assignment) for s in jobs})
+            kinds = sorted({kind_of(s.assignment) for s in jobs})
             runner = (_DaskRunner(options) if options.scheduler
                       else _LocalRunner(options, course, kinds, base["limits"]))
             with runner:
@@ -167,7 +169,7 @@ def _is_done(row: Result | None, sub: Submission, sources: dict) -> bool:
 
 def _needs_speed(options: GradeOptions, sub: Submission, timed: dict) -> bool:
     """``--speed`` asked for, and this bn-torch notebook has no speed entry yet: grade it again."""
-    return (options.speed and sub.status is None and course_mod.kind_of(sub.assignment) == "torch"
+    return (options.speed and sub.status is None and kind_of(sub.assignment) == "torch"
             and (sub.student, sub.assignment) not in timed)
 
 
@@ -187,12 +189,10 @@ def _parts(course: Course, assignment: str) -> dict[str, tuple[str, float]]:
     """The graded parts of an assignment: grade_id -> (its docstring's first line, points)."""
     from nbgrader.api import Gradebook
 
-    from .worker import _title
-
     with Gradebook(course.db_url) as gb:
         nb = gb.find_notebook(assignment, assignment)
         sources = {c.name: c.source for c in nb.source_cells}
-        return {c.name: (_title(sources.get(c.name, "")), float(c.max_score)) for c in nb.grade_cells}
+        return {c.name: (title(sources.get(c.name, "")), float(c.max_score)) for c in nb.grade_cells}
 
 
 def _cell_order(course: Course, assignment: str) -> list[str]:
@@ -228,7 +228,7 @@ def _limits_dict(limits: Limits) -> dict:
 
 
 def _ungraded_answer(sub: Submission, parts: dict) -> dict:
-    from . import feedback
+    from autograder.output import feedback
 
     answer = {"student_id": sub.student, "assignment": sub.assignment, "status": sub.status,
               "reason": sub.problem or "", "mistakes": [], "notebook": None, "score": 0.0,
@@ -293,7 +293,7 @@ class _Writer:
 
 
 def _reports(course: Course) -> None:
-    from . import report
+    from autograder.output import report
 
     report.write_all(course)
 
@@ -309,7 +309,7 @@ class _LocalRunner:
         self.pool = None
 
     def __enter__(self):
-        from . import worker
+        from autograder.grading import worker
 
         os.makedirs(self.scratch, exist_ok=True)
         self.pool = concurrent.futures.ProcessPoolExecutor(
@@ -318,7 +318,7 @@ class _LocalRunner:
         return self
 
     def run(self, payloads: dict):
-        from . import worker
+        from autograder.grading import worker
 
         futures = {self.pool.submit(worker.grade_notebook, job): key for key, (_, job) in payloads.items()}
         for future in concurrent.futures.as_completed(futures):
@@ -361,7 +361,7 @@ class _DaskRunner:
     def run(self, payloads: dict):
         from distributed import as_completed
 
-        from . import worker
+        from autograder.grading import worker
 
         snapshot = next(iter(payloads.values()))[1]["gradebook"]
         shared = self.client.scatter(snapshot, broadcast=True)
@@ -381,7 +381,7 @@ class _DaskRunner:
 
     def __exit__(self, *exc) -> None:
         if self.client is not None:
-            from . import worker
+            from autograder.grading import worker
 
             try:
                 self.client.run(worker.shutdown)
@@ -402,8 +402,14 @@ class _ProgressView:
 
     def __enter__(self):
         if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(TextColumn("Grading"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[counts]}"), TimeElapsedColumn(),

@@ -1,7 +1,7 @@
 r"""The graded notebooks' interface, implemented with bnlib: the answers students are compared with.
 
-Students write these names, with these signatures, in the three assignments (the course's
-contract; the notebooks in ``solutions/`` implement them from scratch):
+Students write these names (:data:`autograder.course.spec.INTERFACE`), with these signatures, in
+the three assignments (the notebooks in ``solutions/`` implement them from scratch):
 
 =====================  ==============================================================================
 assignment             the student's names
@@ -18,7 +18,7 @@ assignment             the student's names
 =====================  ==============================================================================
 
 :func:`reference` returns the names of one assignment bound to bnlib's implementation; the
-judge runs its scenarios on them. :mod:`bnlib.mistakes` binds the same names to known wrong
+judge runs its scenarios on them. :mod:`autograder.course.mistakes` binds the same names to known wrong
 variants. x is ``(N, D)`` in the NumPy assignments; ``(N, C)`` or ``(N, C, L)`` in ``bn-torch``.
 """
 
@@ -28,19 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from autograder.course.spec import ASSIGNMENTS, INTERFACE
 from bnlib import numpy as bn
 
-__all__ = ["ASSIGNMENTS", "INTERFACE", "reference"]
+__all__ = ["reference", "torch_function"]
 
-#: The assignments, in course order.
-ASSIGNMENTS = ("bn-numpy-forward", "bn-numpy-backward", "bn-torch")
-
-#: The names students implement in each assignment.
-INTERFACE: dict[str, tuple[str, ...]] = {
-    "bn-numpy-forward": ("bn_forward_train", "bn_forward_eval", "update_running_stats"),
-    "bn-numpy-backward": ("bn_forward_train", "bn_backward_staged", "bn_backward_compact"),
-    "bn-torch": ("BatchNormFunction", "BatchNorm1d"),
-}
 
 
 def bn_forward_train(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import re
 
+from autograder.notebook import is_test
+
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -79,11 +81,6 @@ def _output(out) -> str:
     return ""
 
 
-def _is_test(cell) -> bool:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return cell.get("cell_type") == "code" and bool(meta.get("grade")) and not meta.get("solution")
-
-
 def _cells(nb, parts: dict) -> str:
     chunks = []
     for index, cell in enumerate(nb.cells):
@@ -94,7 +91,7 @@ def _cells(nb, parts: dict) -> str:
         if kind != "code":
             continue
         label = f'<div class="label">cell {index + 1}</div>'
-        if _is_test(cell):
+        if is_test(cell):
             gid = cell.metadata.nbgrader.get("grade_id", "")
             part = parts.get(gid, {})
             src = released_source(str(cell.source))

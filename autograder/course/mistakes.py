@@ -2,7 +2,7 @@ r"""The catalogue of known wrong batch norms: what each looks like, and where to
 
 Every entry is a :class:`Mistake`: a name, a one-line description of what the results look
 like, the chapter (and section) of the book that gets it right, and a wrong implementation of
-the graded notebooks' interface (:mod:`bnlib.assignments`). The autograder's judge runs a
+the graded notebooks' interface (:mod:`autograder.course.reference`). The autograder's judge runs a
 failed check on each variant; when a student's numbers match one, the feedback names it
 ("your running_var equals the biased variance: PyTorch stores the unbiased one, m/(m-1) times
 larger"). This is the one place these mistakes are written down; ``tests/test_mistakes.py``
@@ -13,35 +13,23 @@ would write it. ``Mistake.implementation(assignment)`` returns the whole interfa
 assignment (the reference's names, with the variant's replacements), built fresh on every
 call: some variants keep state (one remembers the last forward pass).
 
-:data:`CHAPTERS` names the book's chapters (file stem -> title); the notebooks' links use the
-same stems, so a renamed chapter is renamed here only.
+The chapters named here are those of :data:`autograder.course.spec.CHAPTERS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from autograder.course.reference import reference, torch_function
+from autograder.course.spec import CHAPTERS, INTERFACE
 from bnlib import numpy as bn
-from bnlib.assignments import INTERFACE, reference, torch_function
 
 __all__ = ["CHAPTERS", "Reading", "Mistake", "MISTAKES", "by_name", "for_assignment"]
 
-#: The book's chapters that feedback and notebooks point to: ``book/<stem>.md`` -> title.
-CHAPTERS: dict[str, str] = {
-    "idea": "The idea",
-    "batch-mean": "The batch mean",
-    "batch-variance": "The batch variance",
-    "normalize": "Normalization",
-    "scale-shift": "Scale and shift",
-    "backward": "The backward pass",
-    "mini-batches": "Why mini-batch statistics",
-    "inference": "Inference: running statistics",
-    "train-eval": "train() and eval()",
-    "assignments": "The graded notebooks",
-}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ autograder's ``bngrade_result`` table (how each run ended, why, which mistakes w
 (empty for a clean run); each ``<part>`` column (a graded test cell's id) holds the points that
 row earned on that part, empty for a part of another assignment. After ``grade --speed``, a last
 column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time over
-``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.speed`).
+``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`).
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
@@ -29,8 +29,8 @@ import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from . import speed
-from .course import STATUSES, Course, Result, write_atomic
+from autograder.grading.store import STATUSES, Course, Result, write_atomic
+from autograder.output import speed
 
 CSV_FIELDS = ["student_id", "assignment", "score", "max_score", "status", "reason"]
 #: The ungraded column ``grade --speed`` adds: forward+backward time over nn.BatchNorm1d's.

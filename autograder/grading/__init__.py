@@ -1,0 +1,1 @@
+"""Grading a class: the submissions, the coordinator, the workers, the grading folder."""

@@ -1,0 +1,1 @@
+"""What grading hands back: the students' feedback pages, grades.csv and the report, the speed table."""
