@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from student_code import ASSIGNMENTS, points
 
+from autograder import judging
 from autograder.course import reference as assignments
 from autograder.course.mistakes import CHAPTERS, MISTAKES, Reading, by_name, for_assignment
 from autograder.inside import scenarios
-from autograder.judging import judge
 
 
-def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judge.Verdict]:
+def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judging.Verdict]:
     """Judge every check of ``assignment`` on ``namespace``, its own delegation ignored.
 
     The catalogue's variants are built from bnlib, which students may not call; here they
@@ -28,7 +28,7 @@ def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judge.Verdict]
             record = scenarios.run(check, namespace, seed)
         record.facts.pop("foreign", None)
         record.facts.pop("globals", None)
-        out[check] = judge.verdict(check, record, seed)
+        out[check] = judging.verdict(check, record, seed)
     return out
 
 
