@@ -128,3 +128,11 @@ def test_the_source_analysis_follows_the_policy(name, family, in_backward, why):
     analysis = Analysis(source, family)
     found = {**analysis.uses["graded"], **(analysis.backward_uses["graded"] if in_backward else {})}
     assert set(found.values()) == ({why} if why else set()), found
+
+
+def test_the_policys_families_are_the_kinds_of_the_courses_assignments():
+    """inside/ cannot import the course's registry: the two spellings are kept equal here."""
+    from autograder.course.spec import COURSE
+    from autograder.inside.policy import FAMILIES
+
+    assert set(FAMILIES) == {a.kind for a in COURSE}
