@@ -114,10 +114,14 @@ def correct_notebook(released, solution):
     return nb
 
 
-#: The modules a synthetic wrong student pastes into its notebook: (name under _bnref, file).
+#: The modules a synthetic wrong student pastes into its notebook, in import order: (name under _bnref,
+#: file). The ones that import torch are left out where torch is not installed.
 _VENDORED = (("numpy", "bnlib/numpy.py"), ("torch", "bnlib/torch.py"), ("gradcheck", "bnlib/gradcheck.py"),
-             ("spec", "autograder/course/spec.py"), ("assignments", "autograder/course/reference.py"),
+             ("spec", "autograder/course/spec.py"), ("reference", "autograder/course/reference.py"),
+             ("numpy_variants", "autograder/course/numpy_variants.py"),
+             ("torch_variants", "autograder/course/torch_variants.py"),
              ("mistakes", "autograder/course/mistakes.py"))
+_NEEDS_TORCH = ("torch", "torch_variants")
 
 
 def _vendored_bnlib() -> str:
@@ -131,13 +135,12 @@ def _vendored_bnlib() -> str:
              "_bnref = _types.ModuleType('_bnref'); _bnref.__path__ = []; _sys.modules['_bnref'] = _bnref\n"]
     for name, path in _VENDORED:
         source = (REPO_DIR / path).read_text()
-        source = re.sub(r"\bautograder\.course\.spec\b", "_bnref.spec", source)
-        source = re.sub(r"\bautograder\.course\.reference\b", "_bnref.assignments", source)
-        source = re.sub(r"\bautograder\.course\.mistakes\b", "_bnref.mistakes", source)
+        source = re.sub(r"\bautograder\.course\.(\w+)", r"_bnref.\1", source)
+        source = re.sub(r"\bfrom autograder\.course import\b", "from _bnref import", source)
         source = re.sub(r"\bbnlib\b", "_bnref", source)
         parts.append(f"_bnref.{name} = _bnref_module('_bnref.{name}', {source!r})\n"
-                     if name != "torch" else
-                     f"try:\n    _bnref.torch = _bnref_module('_bnref.torch', {source!r})\n"
+                     if name not in _NEEDS_TORCH else
+                     f"try:\n    _bnref.{name} = _bnref_module('_bnref.{name}', {source!r})\n"
                      "except ImportError:\n    pass\n")
     return "".join(parts)
 

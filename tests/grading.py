@@ -67,16 +67,17 @@ def run_channel(nb, channel: Path, seed: int, timeout: float = 300) -> subproces
 
 def judge_channel(nb, channel: Path, seed: int) -> dict[str, Any]:
     """``grade_id -> Verdict`` for every graded cell of ``nb``, from the records in ``channel``."""
+    from autograder import judging
     from autograder.inside.scenarios import Record
-    from autograder.judging import judge
+    from autograder.notebook import student_source
 
-    source = judge.student_source(nb)
+    source = student_source(nb)
     verdicts = {}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
             record = Record.load(channel, meta["grade_id"])
-            verdicts[meta["grade_id"]] = judge.verdict(meta["grade_id"], record, seed, source)
+            verdicts[meta["grade_id"]] = judging.verdict(meta["grade_id"], record, seed, source)
     return verdicts
 
 
@@ -133,7 +134,8 @@ _AUTOGRADE = textwrap.dedent(
 )
 
 
-def autograde(release: Path, assignment: str, submissions: dict[str, Any], workdir: Path, timeout: int = 120) -> dict[str, Graded]:
+def autograde(release: Path, assignment: str, submissions: dict[str, Any], workdir: Path,
+              timeout: int = 120) -> dict[str, Graded]:
     """Autograde ``{student_id: notebook}`` with plain nbgrader (local mode).
 
     ``release``: the release folder (``_build/release``); its gradebook, ``../gradebook.db``,

@@ -177,7 +177,7 @@ def _headings(page: Path) -> list[str]:
 def feedback_readings() -> list[tuple[str, str]]:
     """Every (chapter stem, section title) that feedback or notebooks cite."""
     from autograder.course.mistakes import MISTAKES
-    from autograder.judging.judge import READING
+    from autograder.course.spec import READING
 
     return sorted({(m.read.chapter, m.read.section) for m in MISTAKES} | set(READING.values()))
 

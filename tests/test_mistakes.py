@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from student_code import ASSIGNMENTS, points
 
+from autograder import judging
 from autograder.course import reference as assignments
 from autograder.course.mistakes import CHAPTERS, MISTAKES, Reading, by_name, for_assignment
 from autograder.inside import scenarios
-from autograder.judging import judge
 
 
-def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judge.Verdict]:
+def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judging.Verdict]:
     """Judge every check of ``assignment`` on ``namespace``, its own delegation ignored.
 
     The catalogue's variants are built from bnlib, which students may not call; here they
@@ -28,7 +28,7 @@ def _verdicts(namespace, assignment: str, seed: int) -> dict[str, judge.Verdict]
             record = scenarios.run(check, namespace, seed)
         record.facts.pop("foreign", None)
         record.facts.pop("globals", None)
-        out[check] = judge.verdict(check, record, seed)
+        out[check] = judging.verdict(check, record, seed)
     return out
 
 
@@ -55,14 +55,36 @@ def test_reference_interface_passes_every_check(assignment):
     assert all(v.passed for v in verdicts.values()), {c: v.message for c, v in verdicts.items() if not v.passed}
 
 
-def test_torch_variant_without_a_flag_is_pytorch_exact():
-    """The machinery the torch variants share is right when nothing is changed."""
-    from autograder.course.mistakes import _torch_module_class
+@pytest.mark.parametrize("function", ["", "FunctionSteps"], ids=["bnlib's function", "the variants' function"])
+def test_torch_variants_with_no_step_changed_are_pytorch_exact(function):
+    """The bases the torch variants override one step of are right when nothing is overridden."""
+    from autograder.course import torch_variants
 
-    names = assignments.reference("bn-torch")
-    names["BatchNorm1d"] = _torch_module_class(names["BatchNormFunction"])
-    verdicts = _verdicts(names, "bn-torch", seed=5)
+    verdicts = _verdicts(torch_variants.build(function, "BatchNorm1d"), "bn-torch", seed=5)
     assert all(v.passed for v in verdicts.values()), {c: v.message for c, v in verdicts.items() if not v.passed}
+
+
+@pytest.mark.parametrize("assignment", ["bn-numpy-forward", "bn-numpy-backward"])
+def test_the_numpy_variants_base_is_the_reference(assignment):
+    """The base the NumPy variants override one step of passes every check."""
+    from autograder.course.numpy_variants import NumpyBatchNorm
+
+    base = NumpyBatchNorm()
+    names = {name: getattr(base, name) for name in assignments.INTERFACE[assignment]}
+    verdicts = _verdicts(names, assignment, seed=5)
+    assert all(v.passed for v in verdicts.values()), {c: v.message for c, v in verdicts.items() if not v.passed}
+
+
+def test_a_mistake_needs_a_variant_for_each_kind_of_its_assignments():
+    from autograder.course.mistakes import Mistake, TorchVariant
+    from autograder.course.numpy_variants import EpsIgnored
+
+    read = Reading("normalize", "The normalization")
+    with pytest.raises(ValueError, match="a variant for each kind"):
+        Mistake("x", "x", "x", read, ("bn-numpy-forward", "bn-torch"), ("bn_forward_train",), numpy=EpsIgnored)
+    with pytest.raises(ValueError, match="a variant for each kind"):
+        Mistake("x", "x", "x", read, ("bn-numpy-forward",), ("bn_forward_train",), numpy=EpsIgnored,
+                torch=TorchVariant("EpsOutsideSqrt"))
 
 
 @pytest.mark.parametrize("mistake", MISTAKES, ids=[m.name for m in MISTAKES])

@@ -65,7 +65,8 @@ def test_network_is_unreachable(box):
 
 
 def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
-    secret = [REPO_DIR / "solutions", REPO_DIR / "autograder" / "judging" / "judge.py", REPO_DIR / "bnlib" / "numpy.py",
+    secret = [REPO_DIR / "solutions", REPO_DIR / "autograder" / "judging" / "verdict.py",
+              REPO_DIR / "bnlib" / "numpy.py",
               REPO_DIR / "bnlib" / "torch.py", REPO_DIR / "autograder" / "grading" / "coordinator.py"]
     cells = [f"open({str(p)!r}).read()" if p.suffix else f"import os; os.listdir({str(p)!r})" for p in secret]
     r = run(box, *cells)
@@ -75,7 +76,7 @@ def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
 
 def test_only_the_allowed_modules_import(box):
     r = run(box, "import bnlib.gradcheck, autograder.inside.executor; print('ok')",
-            "import bnlib.numpy", "import autograder.judging.judge", "import torch", "import nbgrader")
+            "import bnlib.numpy", "import autograder.judging", "import torch", "import nbgrader")
     assert text(r, 0) == "ok\n"
     for i in range(1, 5):
         assert "ModuleNotFoundError" in text(r, i), text(r, i)

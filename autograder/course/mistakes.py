@@ -8,28 +8,28 @@ failed check on each variant; when a student's numbers match one, the feedback n
 larger"). This is the one place these mistakes are written down; ``tests/test_mistakes.py``
 checks that each one really differs from the reference.
 
-A variant is the reference with one thing changed, written out as plainly as a student
-would write it. ``Mistake.implementation(assignment)`` returns the whole interface of an
-assignment (the reference's names, with the variant's replacements), built fresh on every
-call: some variants keep state (one remembers the last forward pass).
+A variant is the reference with one step changed, written out as plainly as a student would
+write it: a subclass of :class:`autograder.course.numpy_variants.NumpyBatchNorm` for the NumPy
+assignments, of :class:`autograder.course.torch_variants.FunctionSteps` or
+:class:`autograder.course.torch_variants.BatchNorm1d` for ``bn-torch`` (named by a
+:class:`TorchVariant`: that module imports torch, and only building a bn-torch variant imports
+it). ``Mistake.implementation(assignment)`` returns the whole interface of an assignment (the
+reference's names, with the variant's replacements), built fresh on every call: some variants
+keep state (one remembers the last forward pass).
 
 The chapters named here are those of :data:`autograder.course.spec.CHAPTERS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from autograder.course import numpy_variants as nv
+from autograder.course.reference import reference
+from autograder.course.spec import CHAPTERS, INTERFACE, kind_of
 
-from autograder.course.reference import reference, torch_function
-from autograder.course.spec import CHAPTERS, INTERFACE
-from bnlib import numpy as bn
-
-__all__ = ["CHAPTERS", "Reading", "Mistake", "MISTAKES", "by_name", "for_assignment"]
-
+__all__ = ["CHAPTERS", "Reading", "TorchVariant", "Mistake", "MISTAKES", "by_name", "for_assignment"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,21 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class TorchVariant:
+    """A bn-torch variant, by the names of its classes in :mod:`autograder.course.torch_variants`.
+
+    Attributes:
+        function: a ``FunctionSteps`` subclass; "" for bnlib's own ``BatchNormFunction`` (a
+            mistake of the module alone). Default: ""
+        module: a ``BatchNorm1d`` subclass, built on that function. Default: the base, which
+            has PyTorch's semantics.
+    """
+
+    function: str = ""
+    module: str = "BatchNorm1d"
+
+
+@dataclass(frozen=True)
 class Mistake:
     """One known wrong variant.
 
@@ -57,8 +72,10 @@ class Mistake:
         looks_like: one line on what the results look like, for the feedback.
         read: where the book gets it right.
         assignments: the assignments where it can happen.
-        overrides: the interface names the variant replaces.
-        build: ``build(assignment) -> {name: wrong implementation}``.
+        overrides: the interface names the variant replaces (in a NumPy assignment, exactly
+            those; in ``bn-torch`` both names are built, the module on the variant's function).
+        numpy: the NumPy variant, for the NumPy assignments among ``assignments``.
+        torch: the bn-torch variant, when ``bn-torch`` is among ``assignments``.
     """
 
     name: str
@@ -67,325 +84,33 @@ class Mistake:
     read: Reading
     assignments: tuple[str, ...]
     overrides: tuple[str, ...]
-    build: Callable[[str], dict[str, Any]]
+    numpy: type[nv.NumpyBatchNorm] | None = None
+    torch: TorchVariant | None = None
+
+    def __post_init__(self) -> None:
+        kinds = {kind_of(a) for a in self.assignments}
+        if ("numpy" in kinds) != (self.numpy is not None) or ("torch" in kinds) != (self.torch is not None):
+            raise ValueError(f"mistake {self.name!r}: a variant for each kind of {self.assignments}, and no other")
 
     def implementation(self, assignment: str) -> dict[str, Any]:
         """The interface of ``assignment`` with this mistake in it (a fresh dict, fresh state)."""
         if assignment not in self.assignments:
             raise KeyError(f"mistake {self.name!r} does not apply to {assignment!r}")
         names = reference(assignment)
-        names.update({k: v for k, v in self.build(assignment).items() if k in INTERFACE[assignment]})
+        names.update({k: v for k, v in self._variant(assignment).items() if k in INTERFACE[assignment]})
         return names
+
+    def _variant(self, assignment: str) -> dict[str, Any]:
+        if kind_of(assignment) == "torch":
+            import autograder.course.torch_variants as torch_variants  # noqa: PLC0415 - it imports torch
+
+            return torch_variants.build(self.torch.function, self.torch.module)
+        variant = self.numpy()
+        return {name: getattr(variant, name) for name in self.overrides if name in INTERFACE[assignment]}
 
     def describe(self) -> str:
         """``title: looks_like`` and where to read, as the feedback shows it."""
         return f"{self.title}. {self.looks_like} Reread {self.read}."
-
-
-# ============================================================================================
-# NumPy variants. x: (N, D); statistics and parameters (D,).
-# ============================================================================================
-
-
-def _np_forward_train(
-    x, gamma, beta, eps=1e-5, *, ddof=0, eps_at="inside", axis=0, swap=False, no_sqrt=False
-):
-    """The training forward with one thing changed; returns ``(y, bnlib Cache)``."""
-    m = x.shape[axis]
-    mu = x.sum(axis=axis, keepdims=True) / m
-    xmu = x - mu
-    var = (xmu**2).sum(axis=axis, keepdims=True) / (m - ddof)
-    if no_sqrt:
-        std = var + eps
-    elif eps_at == "inside":
-        std = np.sqrt(var + eps)
-    elif eps_at == "outside":
-        std = np.sqrt(var) + eps
-    else:  # eps forgotten
-        std = np.sqrt(var)
-    istd = 1 / std
-    x_hat = xmu * istd
-    y = beta * x_hat + gamma if swap else gamma * x_hat + beta
-    if axis == 0:
-        mu, var, std, istd = mu[0], var[0], std[0], istd[0]
-    return y, bn.Cache(x, mu, xmu, var, std, istd, x_hat, gamma, eps, True)
-
-
-def _np_forward_eval(
-    x, gamma, beta, running_mean, running_var, eps=1e-5, *, batch_stats=False, eps_at="inside", swap=False
-):
-    if batch_stats:
-        running_mean = x.mean(axis=0)
-        running_var = x.var(axis=0)
-    std = np.sqrt(running_var + eps) if eps_at == "inside" else (
-        np.sqrt(running_var) + eps if eps_at == "outside" else np.sqrt(running_var)
-    )
-    x_hat = (x - running_mean) / std
-    return beta * x_hat + gamma if swap else gamma * x_hat + beta
-
-
-def _np_update(running_mean, running_var, x, momentum=0.1, *, biased=False, reversed_=False, in_place=False):
-    m = x.shape[0]
-    mu = x.mean(axis=0)
-    var = ((x - mu) ** 2).sum(axis=0) / (m if biased else m - 1)
-    keep, new = (momentum, 1 - momentum) if reversed_ else (1 - momentum, momentum)
-    if in_place:
-        running_mean *= keep
-        running_mean += new * mu
-        running_var *= keep
-        running_var += new * var
-        return running_mean, running_var
-    return keep * running_mean + new * mu, keep * running_var + new * var
-
-
-def _np_backward(dy, cache, *, mean_path=True, var_path=True, dgamma_axis=0, dbeta_axis=0, dgamma_of_x=False, gamma_in_dx=True):
-    """The backward pass with one thing changed, from a bnlib Cache."""
-    x, mu, xmu, var, std, istd, x_hat, gamma, eps, _ = cache
-    m = x.shape[0]
-    dbeta = dy.sum(axis=dbeta_axis)
-    dgamma = (dy * (x if dgamma_of_x else x_hat)).sum(axis=dgamma_axis)
-    dx_hat = dy * gamma if gamma_in_dx else dy
-    dxmu = dx_hat * istd
-    if var_path:
-        dvar = -0.5 * (dx_hat * xmu).sum(axis=0) * istd**3
-        dxmu = dxmu + 2 * xmu * dvar / m
-    dx = dxmu - dxmu.sum(axis=0) / m if mean_path else dxmu
-    return dx, dgamma, dbeta
-
-
-def _np_forward_overrides(**flags) -> Callable[[str], dict[str, Any]]:
-    def build(assignment: str) -> dict[str, Any]:
-        def bn_forward_train(x, gamma, beta, eps=1e-5):
-            return _np_forward_train(x, gamma, beta, eps, **flags)
-
-        return {"bn_forward_train": bn_forward_train}
-
-    return build
-
-
-def _np_eval_overrides(**flags) -> Callable[[str], dict[str, Any]]:
-    def build(assignment: str) -> dict[str, Any]:
-        def bn_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
-            return _np_forward_eval(x, gamma, beta, running_mean, running_var, eps, **flags)
-
-        return {"bn_forward_eval": bn_forward_eval}
-
-    return build
-
-
-def _np_both_overrides(train: dict, evaluation: dict) -> Callable[[str], dict[str, Any]]:
-    def build(assignment: str) -> dict[str, Any]:
-        return {**_np_forward_overrides(**train)(assignment), **_np_eval_overrides(**evaluation)(assignment)}
-
-    return build
-
-
-def _np_update_overrides(**flags) -> Callable[[str], dict[str, Any]]:
-    def build(assignment: str) -> dict[str, Any]:
-        def update_running_stats(running_mean, running_var, x, momentum=0.1):
-            return _np_update(running_mean, running_var, x, momentum, **flags)
-
-        return {"update_running_stats": update_running_stats}
-
-    return build
-
-
-def _np_backward_overrides(**flags) -> Callable[[str], dict[str, Any]]:
-    def build(assignment: str) -> dict[str, Any]:
-        def wrong(dy, cache):
-            return _np_backward(dy, cache, **flags)
-
-        return {"bn_backward_staged": wrong, "bn_backward_compact": wrong}
-
-    return build
-
-
-def _np_backward_from_last_forward(assignment: str) -> dict[str, Any]:
-    """A backward that ignores its cache and uses the last forward pass (kept in a global)."""
-    last: dict[str, Any] = {}
-
-    def bn_forward_train(x, gamma, beta, eps=1e-5):
-        y, cache = bn.forward_train(x, gamma, beta, eps)
-        last["cache"] = cache
-        return y, cache
-
-    def wrong(dy, cache):
-        return bn.backward_compact(dy, last["cache"])
-
-    return {"bn_forward_train": bn_forward_train, "bn_backward_staged": wrong, "bn_backward_compact": wrong}
-
-
-def _np_backward_changes_cache(assignment: str) -> dict[str, Any]:
-    """A backward that scales the cached x_hat in place: a second call gives a different answer."""
-
-    def wrong(dy, cache):
-        dx, dgamma, dbeta = bn.backward_compact(dy, cache)
-        np.multiply(cache.x_hat, 2.0, out=cache.x_hat)
-        return dx, dgamma, dbeta
-
-    return {"bn_backward_staged": wrong, "bn_backward_compact": wrong}
-
-
-# ============================================================================================
-# PyTorch variants: a BatchNormFunction and a BatchNorm1d with the notebook's interface.
-# ============================================================================================
-
-
-def _torch_function_class(*, ddof=0, eps_at="inside", mean_path=True, var_path=True, dgamma_dim=0, n_grads=4):
-    """A ``torch.autograd.Function`` for ``(m, C)`` input with one thing changed."""
-    import torch
-
-    class BatchNormFunction(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x, gamma, beta, eps=1e-5):
-            m = x.shape[0]
-            mu = x.mean(dim=0)
-            xmu = x - mu
-            var = (xmu**2).sum(dim=0) / (m - ddof)
-            std = torch.sqrt(var + eps) if eps_at == "inside" else torch.sqrt(var) + eps
-            x_hat = xmu / std
-            ctx.save_for_backward(xmu, x_hat, gamma, std)
-            return gamma * x_hat + beta
-
-        @staticmethod
-        def backward(ctx, dy):
-            xmu, x_hat, gamma, std = ctx.saved_tensors
-            m = dy.shape[0]
-            dbeta = dy.sum(dim=0)
-            dgamma = (dy * x_hat).sum(dim=dgamma_dim)
-            dx_hat = dy * gamma
-            dxmu = dx_hat / std
-            if var_path:
-                dvar = -0.5 * (dx_hat * xmu).sum(dim=0) / std**3
-                dxmu = dxmu + 2 * xmu * dvar / m
-            dx = dxmu - dxmu.sum(dim=0) / m if mean_path else dxmu
-            return (dx, dgamma, dbeta, None)[:n_grads]
-
-    return BatchNormFunction
-
-
-def _torch_module_class(
-    function: Any,
-    *,
-    momentum_reversed=False,
-    biased_running_var=False,
-    unbiased_over_n_only=False,
-    eval_batch_stats=False,
-    eval_updates_stats=False,
-    counts_batches=True,
-    cumulative=True,
-    ncl_reshape=False,
-    param_names=("weight", "bias"),
-    registers_buffers=True,
-    factor_on_default_device=False,
-    untracked_keeps_buffers=False,
-    affine_ignored=False,
-):
-    """A ``BatchNorm1d`` that calls ``function.apply(x2d, gamma, beta, eps) -> y`` in training,
-    with one thing changed (no flag set: PyTorch's semantics exactly)."""
-    import torch
-    from torch import nn
-
-    w_name, b_name = param_names
-
-    class BatchNorm1d(nn.Module):
-        def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, device=None, dtype=None):
-            super().__init__()
-            factory = {"device": device, "dtype": dtype}
-            self.num_features, self.eps, self.momentum = num_features, eps, momentum
-            self.affine, self.track_running_stats = affine, track_running_stats
-            self._seen = 0
-            if affine or affine_ignored:
-                setattr(self, w_name, nn.Parameter(torch.ones(num_features, **factory)))
-                setattr(self, b_name, nn.Parameter(torch.zeros(num_features, **factory)))
-            else:
-                self.register_parameter(w_name, None)
-                self.register_parameter(b_name, None)
-            if track_running_stats or untracked_keeps_buffers:
-                stats = {
-                    "running_mean": torch.zeros(num_features, **factory),
-                    "running_var": torch.ones(num_features, **factory),
-                    "num_batches_tracked": torch.tensor(0, dtype=torch.long, device=device),
-                }
-                for k, v in stats.items():
-                    if registers_buffers:
-                        self.register_buffer(k, v)
-                    else:
-                        setattr(self, k, v)
-            else:
-                for k in ("running_mean", "running_var", "num_batches_tracked"):
-                    self.register_buffer(k, None)
-
-        def _update(self, x2):
-            with torch.no_grad():
-                if counts_batches:
-                    self.num_batches_tracked += 1
-                self._seen += 1
-                if self.momentum is None:
-                    momentum = 1.0 / self._seen if cumulative else 0.1
-                else:
-                    momentum = self.momentum
-                m = x2.shape[0]
-                mu = x2.mean(dim=0)
-                squares = ((x2 - mu) ** 2).sum(dim=0)
-                if biased_running_var:
-                    var = squares / m
-                elif unbiased_over_n_only:
-                    n = self._last_n
-                    var = squares / m * n / (n - 1)
-                elif factor_on_default_device:
-                    var = squares / m * torch.full((self.num_features,), m / (m - 1), dtype=squares.dtype)
-                else:
-                    var = squares / (m - 1)  # a tensor division: a batch of one gives inf, no exception
-                keep, new = (momentum, 1 - momentum) if momentum_reversed else (1 - momentum, momentum)
-                self.running_mean.mul_(keep).add_(new * mu)
-                self.running_var.mul_(keep).add_(new * var)
-
-        def forward(self, x):
-            c = self.num_features
-            self._last_n = x.shape[0]
-            if x.dim() == 3:
-                n, _, length = x.shape
-                x2 = x.reshape(-1, c) if ncl_reshape else x.transpose(1, 2).reshape(-1, c)
-            else:
-                x2 = x
-            weight, bias = getattr(self, w_name), getattr(self, b_name)
-            if not self.affine and affine_ignored:
-                weight, bias = weight, bias
-            gamma = weight if weight is not None else torch.ones(c, dtype=x.dtype, device=x.device)
-            beta = bias if bias is not None else torch.zeros(c, dtype=x.dtype, device=x.device)
-            batch_stats = self.training or self.running_mean is None or eval_batch_stats
-            if self.training and self.track_running_stats:
-                self._update(x2)
-            if batch_stats:
-                y2 = function.apply(x2, gamma, beta, self.eps)
-            else:
-                if eval_updates_stats:
-                    old_mean, old_var = self.running_mean.clone(), self.running_var.clone()
-                    self._update(x2)
-                else:
-                    old_mean, old_var = self.running_mean, self.running_var
-                y2 = (x2 - old_mean) / torch.sqrt(old_var + self.eps) * gamma + beta
-            if x.dim() == 3:
-                if ncl_reshape:
-                    return y2.reshape(x.shape)
-                return y2.reshape(n, length, c).transpose(1, 2)
-            return y2
-
-    return BatchNorm1d
-
-
-def _torch_overrides(function: dict | None = None, module: dict | None = None) -> Callable[[str], dict[str, Any]]:
-    """Build ``BatchNormFunction`` (with ``function`` flags) and a ``BatchNorm1d`` (with
-    ``module`` flags) that uses it. A variant of the module alone uses bnlib's function."""
-
-    def build(assignment: str) -> dict[str, Any]:
-        fn = _torch_function_class(**function) if function is not None else torch_function()
-        names: dict[str, Any] = {"BatchNormFunction": fn}
-        names["BatchNorm1d"] = _torch_module_class(fn, **(module or {}))
-        return names
-
-    return build
 
 
 # ============================================================================================
@@ -409,7 +134,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("batch-variance", "Biased or unbiased"),
         _FWD + _TORCH,
         ("bn_forward_train", "BatchNormFunction", "BatchNorm1d"),
-        lambda a: _torch_overrides({"ddof": 1})(a) if a == "bn-torch" else _np_forward_overrides(ddof=1)(a),
+        numpy=nv.UnbiasedVarianceNormalizes,
+        torch=TorchVariant("UnbiasedVarianceNormalizes"),
     ),
     Mistake(
         "eps_outside_sqrt",
@@ -419,9 +145,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("normalize", "What eps protects against"),
         _NP + _TORCH,
         _BOTH_FWD + ("BatchNormFunction",),
-        lambda a: _torch_overrides({"eps_at": "outside"})(a)
-        if a == "bn-torch"
-        else _np_both_overrides({"eps_at": "outside"}, {"eps_at": "outside"})(a),
+        numpy=nv.EpsOutsideSqrt,
+        torch=TorchVariant("EpsOutsideSqrt"),
     ),
     Mistake(
         "eps_ignored",
@@ -431,7 +156,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("normalize", "What eps protects against"),
         _NP,
         _BOTH_FWD,
-        _np_both_overrides({"eps_at": "none"}, {"eps_at": "none"}),
+        numpy=nv.EpsIgnored,
     ),
     Mistake(
         "variance_not_square_rooted",
@@ -441,7 +166,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("normalize", "The normalization"),
         _FWD,
         ("bn_forward_train",),
-        _np_forward_overrides(no_sqrt=True),
+        numpy=nv.VarianceNotSquareRooted,
     ),
     Mistake(
         "statistics_over_features",
@@ -451,7 +176,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("batch-mean", "One mean per feature"),
         _FWD,
         ("bn_forward_train",),
-        _np_forward_overrides(axis=1),
+        numpy=nv.StatisticsOverFeatures,
     ),
     Mistake(
         "gamma_beta_swapped",
@@ -460,7 +185,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("scale-shift", "Scale and shift"),
         _FWD,
         _BOTH_FWD,
-        _np_both_overrides({"swap": True}, {"swap": True}),
+        numpy=nv.GammaBetaSwapped,
     ),
     # ---- evaluation and running statistics (NumPy) -----------------------------------------
     Mistake(
@@ -472,9 +197,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "Why inference must not depend on the batch"),
         _NP + _TORCH,
         ("bn_forward_eval", "BatchNorm1d"),
-        lambda a: _torch_overrides(module={"eval_batch_stats": True})(a)
-        if a == "bn-torch"
-        else _np_eval_overrides(batch_stats=True)(a),
+        numpy=nv.EvalUsesBatchStatistics,
+        torch=TorchVariant(module="EvalUsesBatchStatistics"),
     ),
     Mistake(
         "biased_running_var",
@@ -484,9 +208,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "The unbiased running variance"),
         _NP + _TORCH,
         ("update_running_stats", "BatchNorm1d"),
-        lambda a: _torch_overrides(module={"biased_running_var": True})(a)
-        if a == "bn-torch"
-        else _np_update_overrides(biased=True)(a),
+        numpy=nv.BiasedRunningVar,
+        torch=TorchVariant(module="BiasedRunningVar"),
     ),
     Mistake(
         "momentum_reversed",
@@ -497,9 +220,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "PyTorch's momentum and Keras' momentum"),
         _NP + _TORCH,
         ("update_running_stats", "BatchNorm1d"),
-        lambda a: _torch_overrides(module={"momentum_reversed": True})(a)
-        if a == "bn-torch"
-        else _np_update_overrides(reversed_=True)(a),
+        numpy=nv.MomentumReversed,
+        torch=TorchVariant(module="MomentumReversed"),
     ),
     Mistake(
         "running_stats_updated_in_place",
@@ -509,7 +231,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "Running averages"),
         _NP,
         ("update_running_stats",),
-        _np_update_overrides(in_place=True),
+        numpy=nv.RunningStatsUpdatedInPlace,
     ),
     # ---- the backward pass (NumPy and torch) ------------------------------------------------
     Mistake(
@@ -521,9 +243,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Two paths into x"),
         _BWD + _TORCH,
         ("bn_backward_staged", "bn_backward_compact", "BatchNormFunction"),
-        lambda a: _torch_overrides({"mean_path": False})(a)
-        if a == "bn-torch"
-        else _np_backward_overrides(mean_path=False)(a),
+        numpy=nv.DxMissingMeanPath,
+        torch=TorchVariant("DxMissingMeanPath"),
     ),
     Mistake(
         "dx_missing_variance_path",
@@ -533,9 +254,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Through the variance"),
         _BWD + _TORCH,
         ("bn_backward_staged", "bn_backward_compact", "BatchNormFunction"),
-        lambda a: _torch_overrides({"var_path": False})(a)
-        if a == "bn-torch"
-        else _np_backward_overrides(var_path=False)(a),
+        numpy=nv.DxMissingVariancePath,
+        torch=TorchVariant("DxMissingVariancePath"),
     ),
     Mistake(
         "dx_statistics_held_constant",
@@ -545,7 +265,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "The computational graph"),
         _BWD,
         ("bn_backward_staged", "bn_backward_compact"),
-        _np_backward_overrides(mean_path=False, var_path=False),
+        numpy=nv.DxStatisticsHeldConstant,
     ),
     Mistake(
         "dx_missing_gamma",
@@ -554,7 +274,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Scale and shift"),
         _BWD,
         ("bn_backward_staged", "bn_backward_compact"),
-        _np_backward_overrides(gamma_in_dx=False),
+        numpy=nv.DxMissingGamma,
     ),
     Mistake(
         "dgamma_wrong_axis",
@@ -564,9 +284,8 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Scale and shift"),
         _BWD + _TORCH,
         ("bn_backward_staged", "bn_backward_compact", "BatchNormFunction"),
-        lambda a: _torch_overrides({"dgamma_dim": 1})(a)
-        if a == "bn-torch"
-        else _np_backward_overrides(dgamma_axis=1)(a),
+        numpy=nv.DgammaWrongAxis,
+        torch=TorchVariant("DgammaWrongAxis"),
     ),
     Mistake(
         "dbeta_wrong_axis",
@@ -576,7 +295,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Scale and shift"),
         _BWD,
         ("bn_backward_staged", "bn_backward_compact"),
-        _np_backward_overrides(dbeta_axis=1),
+        numpy=nv.DbetaWrongAxis,
     ),
     Mistake(
         "dgamma_uses_x",
@@ -586,7 +305,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "Scale and shift"),
         _BWD,
         ("bn_backward_staged", "bn_backward_compact"),
-        _np_backward_overrides(dgamma_of_x=True),
+        numpy=nv.DgammaUsesX,
     ),
     Mistake(
         "backward_ignores_cache",
@@ -596,7 +315,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "What the forward pass keeps"),
         _BWD,
         ("bn_forward_train", "bn_backward_staged", "bn_backward_compact"),
-        _np_backward_from_last_forward,
+        numpy=nv.BackwardIgnoresCache,
     ),
     Mistake(
         "backward_changes_cache",
@@ -606,7 +325,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "What the forward pass keeps"),
         _BWD,
         ("bn_backward_staged", "bn_backward_compact"),
-        _np_backward_changes_cache,
+        numpy=nv.BackwardChangesCache,
     ),
     Mistake(
         "backward_missing_eps_gradient",
@@ -616,7 +335,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("backward", "In PyTorch"),
         _TORCH,
         ("BatchNormFunction",),
-        _torch_overrides({"n_grads": 3}),
+        torch=TorchVariant("BackwardMissingEpsGradient"),
     ),
     # ---- the PyTorch module ------------------------------------------------------------------
     Mistake(
@@ -627,7 +346,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("batch-mean", "Inputs of shape (N, C, L)"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"ncl_reshape": True}),
+        torch=TorchVariant(module="NclReshapedWithoutTranspose"),
     ),
     Mistake(
         "running_var_unbiased_with_n",
@@ -637,7 +356,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "The unbiased running variance"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"unbiased_over_n_only": True}),
+        torch=TorchVariant(module="RunningVarUnbiasedWithN"),
     ),
     Mistake(
         "running_stats_updated_in_eval",
@@ -647,7 +366,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("train-eval", "What eval() changes"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"eval_updates_stats": True}),
+        torch=TorchVariant(module="RunningStatsUpdatedInEval"),
     ),
     Mistake(
         "num_batches_not_counted",
@@ -657,7 +376,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "momentum=None: the cumulative average"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"counts_batches": False}),
+        torch=TorchVariant(module="NumBatchesNotCounted"),
     ),
     Mistake(
         "momentum_none_not_cumulative",
@@ -667,7 +386,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("inference", "momentum=None: the cumulative average"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"cumulative": False}),
+        torch=TorchVariant(module="MomentumNoneNotCumulative"),
     ),
     Mistake(
         "parameters_misnamed",
@@ -677,7 +396,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("train-eval", "Parameters, buffers and the state_dict"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"param_names": ("gamma", "beta")}),
+        torch=TorchVariant(module="ParametersMisnamed"),
     ),
     Mistake(
         "buffers_not_registered",
@@ -688,7 +407,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("train-eval", "Parameters, buffers and the state_dict"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"registers_buffers": False}),
+        torch=TorchVariant(module="BuffersNotRegistered"),
     ),
     Mistake(
         "tensor_on_default_device",
@@ -699,7 +418,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("train-eval", "Devices"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"factor_on_default_device": True}),
+        torch=TorchVariant(module="TensorOnDefaultDevice"),
     ),
     Mistake(
         "untracked_uses_running_stats",
@@ -709,7 +428,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("train-eval", "Without running statistics"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"untracked_keeps_buffers": True}),
+        torch=TorchVariant(module="UntrackedUsesRunningStats"),
     ),
     Mistake(
         "affine_ignored",
@@ -719,7 +438,7 @@ MISTAKES: tuple[Mistake, ...] = (
         Reading("scale-shift", "Scale and shift"),
         _TORCH,
         ("BatchNorm1d",),
-        _torch_overrides(module={"affine_ignored": True}),
+        torch=TorchVariant(module="AffineIgnored"),
     ),
 )
 

@@ -74,7 +74,7 @@ def torch_function(base: Any = None) -> type:
     notebook's returns ``y`` alone. ``base``: another function with bnlib's interface.
     """
     if base is None:
-        from bnlib.torch import BatchNormFunction as base
+        from bnlib.torch import BatchNormFunction as base  # noqa: PLC0415 - torch: bn-torch only
 
     class BatchNormFunction:
         """bnlib's BatchNormFunction, returning y only (its backward node keeps bnlib's name)."""
@@ -95,7 +95,7 @@ def reference(assignment: str) -> dict[str, Any]:
     if assignment not in INTERFACE:
         raise KeyError(f"unknown assignment {assignment!r}; the assignments are {ASSIGNMENTS}")
     if assignment == "bn-torch":
-        from bnlib.torch import BatchNorm1d
+        from bnlib.torch import BatchNorm1d  # noqa: PLC0415 - torch: bn-torch only
 
         return {"BatchNormFunction": torch_function(), "BatchNorm1d": BatchNorm1d}
     names = {

@@ -345,7 +345,7 @@ def _record(run, check_id: str, folder: str):
 
 
 def _judge(nb, run, job, answer) -> None:
-    from autograder.judging import judge
+    from autograder import judging
 
     source = student_source(nb)
     seed = int(job["seed"])
@@ -362,7 +362,7 @@ def _judge(nb, run, job, answer) -> None:
             except Exception:  # noqa: BLE001 - a forged or broken record is no record
                 record = None
             try:
-                verdict = judge.verdict(check_id, record, seed, source)
+                verdict = judging.verdict(check_id, record, seed, source)
                 passed, message = bool(verdict.passed), str(verdict.message or "")
                 mistake = getattr(verdict, "mistake", None)
             except Exception as exc:  # noqa: BLE001 - never let one record stop the grading

@@ -13,7 +13,7 @@ and then does one of two things.
 **Channel mode** (the autograder's sandbox sets ``BNGRADE_CHANNEL=<dir>`` and
 ``BNGRADE_SEED=<int>``): it writes ``<dir>/<check_id>.npz`` and ``<dir>/<check_id>.json`` and
 returns. It never raises for a wrong answer: nothing the student's process concludes counts. The
-trusted side (:func:`autograder.judging.judge.verdict`) replays the scenario on bnlib with the same seed,
+trusted side (:func:`autograder.judging.verdict`) replays the scenario on bnlib with the same seed,
 compares, and writes the verdict into the cell's outputs itself. Patching ``np.allclose``, assert
 helpers, ``torch.testing`` or bnlib inside the notebook changes nothing there: the only way to
 pass is to return the right numbers.
@@ -26,7 +26,7 @@ student's process (a notebook that monkeypatches NumPy can fool it); grade a cla
 autograder's sandbox, which uses channel mode.
 
 Runs inside the sandbox: imports only the standard library and :mod:`autograder.inside.scenarios` at
-import time (the judge, and with it bnlib, only in local mode).
+import time (the judge, and with it bnlib, only in local mode, which never runs in the sandbox).
 """
 
 from __future__ import annotations
@@ -94,10 +94,10 @@ def _channel(check_id: str, namespace: Mapping[str, Any], channel: str) -> None:
 
 def _local(check_id: str, namespace: Mapping[str, Any]) -> None:
     record = scenarios.run(check_id, namespace, LOCAL_SEED)
-    from autograder.judging import judge  # trusted code, in the same process: local mode only
+    from autograder import judging  # noqa: PLC0415 - the trusted side: local mode only, never in a sandbox
 
     source = student_source(namespace, scenarios.SCENARIOS[check_id].targets)
-    verdict = judge.verdict(check_id, record, LOCAL_SEED, source)
+    verdict = judging.verdict(check_id, record, LOCAL_SEED, source)
     if not verdict.passed:
         raise CheckFailed(verdict.message) from None
 
@@ -106,7 +106,7 @@ def student_source(namespace: Mapping[str, Any], names: tuple[str, ...]) -> str:
     """The source of the student's functions and classes ``names`` (local mode's best knowledge).
 
     The autograder reads the student's cells from the notebook instead
-    (:func:`autograder.judging.judge.student_source`).
+    (:func:`autograder.notebook.student_source`).
     """
     parts = []
     for name in names:
