@@ -198,7 +198,7 @@ def _browser(pw):
 
 def _only_local(site: str, outside: list[str]):
     """A route handler: requests inside ``site`` go through, any other is refused and noted."""
-    def route(route):
+    def handle(route):
         url = route.request.url
         if url.startswith(site) or url.startswith(("data:", "blob:", "about:")):
             route.continue_()
@@ -206,7 +206,7 @@ def _only_local(site: str, outside: list[str]):
             outside.append(url)
             route.abort()
 
-    return route
+    return handle
 
 
 def _ids_in(html: str) -> set[str]:
