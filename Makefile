@@ -1,6 +1,7 @@
 # The two commands a fresh machine needs (see README.md):
 #   make        set up, release the student notebooks, build the book
 #   make test   set up, run the whole test suite (what CI runs: .ci/run)
+#   make publish   build, then push the site to the gh-pages branch (README.md, "Publishing")
 # Everything is created inside this checkout: the virtual environment in .venv/,
 # build outputs in _build/. System packages (bubblewrap for the grading sandbox,
 # chromium for the browser tests) come from the distribution's package manager.
@@ -17,7 +18,7 @@ SYSTEM_PACKAGES := bubblewrap chromium
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := all
-.PHONY: all test setup python system mathjax release book book-bench clean constraints
+.PHONY: all test setup python system mathjax release book book-bench publish publish-site clean constraints
 
 all: setup release book
 
@@ -64,6 +65,24 @@ book: python mathjax
 # Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
 book-bench: python mathjax release
 	$(PY) tests/bench_book.py
+
+# Publishing on GitHub Pages from a branch (the workflow in .github/workflows/book.yml is the
+# other way): ghp-import commits SITE, plus a .nojekyll, to PUBLISH_BRANCH and force-pushes it
+# to PUBLISH_REMOTE (a remote's name or a URL): the branch holds a build, not history anyone
+# edits. `make publish` builds first (make: only what changed runs again); `make publish-site`
+# pushes SITE as it is.
+PUBLISH_REMOTE ?= origin
+PUBLISH_BRANCH ?= gh-pages
+SITE ?= _build/html
+
+publish: all
+	@$(MAKE) --no-print-directory publish-site
+
+publish-site:
+	@test -f $(SITE)/index.html || { echo "error: $(SITE)/index.html is missing: build the book first (make, or make publish)" >&2; exit 1; }
+	@test -x $(BIN)/ghp-import || { echo "error: $(BIN)/ghp-import is missing: run make setup (the book extra installs it)" >&2; exit 1; }
+	$(BIN)/ghp-import --no-jekyll --push --force --remote "$(PUBLISH_REMOTE)" --branch "$(PUBLISH_BRANCH)" \
+	  --message "Publish the course book ($$(git rev-parse --short HEAD 2>/dev/null || echo a local build))" "$(SITE)"
 
 constraints:
 	{ sed -n '1,2p' constraints.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.new

@@ -1,19 +1,29 @@
 """The book builds from scratch with zero warnings, and every page holds up in a real browser.
 
-Both tests share one from-scratch build (``book_build`` in conftest.py). The browser test
+The tests share one from-scratch build (``book_build`` in conftest.py). The browser test
 serves the built site on 127.0.0.1 and opens every page in Debian's headless Chromium
 through Playwright; it saves a screenshot of each page in ``_build/test-artifacts/book/``.
+The published site (a base URL set: the sitemap, the 404 page under a sub-path, as GitHub
+Pages serves a project's site) is a second build of the same sources, its outputs from the
+first build's execution cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
@@ -112,10 +122,47 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 class _QuietServer(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         """A browser that stops reading (it aborts a request once a page is done) is fine."""
-        import sys
-
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
             super().handle_error(request, client_address)
+
+
+class _PagesHandler(_QuietHandler):
+    """GitHub Pages' rules for a project's site: it lives under ``/<repository>/``, and an
+    address it does not have is answered with its ``404.html``, status 404."""
+
+    prefix = "/"
+
+    def translate_path(self, path):
+        if not urlsplit(path).path.startswith(self.prefix):
+            return ""  # outside the site: not found
+        return super().translate_path(path[len(self.prefix) - 1:])
+
+    def send_error(self, code, message=None, explain=None):
+        page = Path(self.directory) / "404.html"
+        if code != 404 or not page.is_file():
+            return super().send_error(code, message, explain)
+        body = page.read_bytes()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def _serving(folder: Path, prefix: str = "/"):
+    """``folder`` served on 127.0.0.1 under ``prefix`` by a thread; yields the site's URL."""
+    handler = functools.partial(type("Handler", (_PagesHandler,), {"prefix": prefix}), directory=str(folder))
+    server = _QuietServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{prefix}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +170,43 @@ def site(book_build):
     """The built site, served on 127.0.0.1 by a thread; yields its base URL."""
     if book_build.returncode != 0:
         pytest.fail("the book did not build; see test_book_builds_from_scratch_without_warnings")
-    handler = functools.partial(_QuietHandler, directory=str(book_build.html))
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with _serving(book_build.html) as url:
+        yield url
+
+
+def _watch(page, errors: list[str], expected: str | None = None) -> None:
+    """Record on ``errors`` every console error, script error, failed request and HTTP status
+    >= 400 of any resource the page loads (``expected``: a URL whose error status is the point)."""
+    def on_console(message):
+        if message.type != "error":
+            return
+        where = (message.location or {}).get("url", "")
+        if where == expected and message.text.startswith("Failed to load resource"):
+            return  # Chromium's own note of the error status that was asked for
+        errors.append(f"console: {message.text} ({where})")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda e: errors.append(f"script error: {e}"))
+    page.on("requestfailed", lambda r: errors.append(f"request failed ({r.failure}): {r.url}"))
+    page.on("response", lambda r: errors.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 and r.url != expected else None)
+
+
+def _browser(pw):
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def _only_local(site: str, outside: list[str]):
+    """A route handler: requests inside ``site`` go through, any other is refused and noted."""
+    def handle(route):
+        url = route.request.url
+        if url.startswith(site) or url.startswith(("data:", "blob:", "about:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    return handle
 
 
 def _ids_in(html: str) -> set[str]:
@@ -165,7 +241,9 @@ _PAGE_REPORT = """() => {
       return !f || !f.querySelector('figcaption') || !i.getAttribute('alt');
   }).map(i => i.getAttribute('src'));
   const links = Array.from(document.querySelectorAll('a[href]')).map(a => a.href);
-  return {maths: maths.length, unrendered, raw, tex, wide, images, bare, links};
+  const icons = Array.from(document.querySelectorAll('link[rel~="icon"]')).map(l => l.href);
+  const logos = document.querySelectorAll('img.logo__image').length;
+  return {maths: maths.length, unrendered, raw, tex, wide, images, bare, links, icons, logos};
 }"""
 
 
@@ -182,26 +260,16 @@ def test_every_page_renders_in_chromium(book_build, site):
     failures: list[str] = []
     outside: list[str] = []
     links: set[str] = set()
+    icons: set[str] = set()
     math_pages = 0
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = _browser(pw)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
-
-        def only_local(route):
-            url = route.request.url
-            if url.startswith(site) or url.startswith(("data:", "blob:", "about:")):
-                route.continue_()
-            else:
-                outside.append(url)
-                route.abort()
-
-        context.route("**/*", only_local)
+        context.route("**/*", _only_local(site, outside))
         for rel in pages:
             page = context.new_page()
             errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            _watch(page, errors)
             response = page.goto(site + rel, wait_until="load")
             if response is None or response.status != 200:
                 failures.append(f"{rel}: HTTP {response and response.status}")
@@ -234,11 +302,17 @@ def test_every_page_renders_in_chromium(book_build, site):
             bad_images = [i["src"] for i in report["images"] if not i["ok"]]
             if bad_images:
                 failures.append(f"{rel}: images did not load: {bad_images}")
-            if errors:
-                failures.append(f"{rel}: console errors: {errors}")
+            if not report["icons"]:
+                failures.append(f"{rel}: no favicon declared (browsers then ask for /favicon.ico: a 404)")
+            if not report["logos"]:
+                failures.append(f"{rel}: no logo in the sidebar")
             links.update(report["links"])
+            icons.update(report["icons"])
             page.screenshot(path=str(ARTIFACTS / (rel.replace("/", "__") + ".png")), full_page=True)
             page.close()
+            # after the screenshot: a request that fails late (a font, a lazy image) counts too
+            if errors:
+                failures.append(f"{rel}: console errors or failed requests: {errors}")
         browser.close()
     assert not outside, f"pages requested resources outside the site: {sorted(set(outside))[:10]}"
     assert math_pages >= 5, "expected MathJax-rendered equations on the chapters"
@@ -263,6 +337,68 @@ def test_every_page_renders_in_chromium(book_build, site):
     assert not broken, f"internal links that do not resolve: {broken[:20]}"
     shots = list(ARTIFACTS.glob("*.png"))
     assert len(shots) >= len(chapter_names()), "a screenshot is missing"
+    # the favicon every page declares is one file, a real icon with a 16 px image
+    assert len(icons) == 1, f"the pages declare different favicons: {sorted(icons)}"
+    _assert_is_the_favicon(_served(site, icons.pop()))
+
+
+def _assert_is_the_favicon(body: bytes) -> None:
+    import io
+
+    from PIL import Image
+
+    icon = Image.open(io.BytesIO(body))
+    assert icon.format == "ICO", icon.format
+    assert (16, 16) in icon.ico.sizes(), icon.ico.sizes()
+
+
+def test_an_unknown_address_is_answered_by_the_404_page(book_build, site):
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    with pytest.raises(HTTPError) as missing:
+        urlopen(urljoin(site, "book/no-such-chapter.html"), timeout=30)
+    assert missing.value.code == 404
+    body = missing.value.read().decode()
+    assert "<title>Page not found" in body and "is not a page of the book" in body, body[:2000]
+    # its links are absolute (it is served at whatever address was not found)
+    hrefs = re.findall(r'(?:href|src)="([^"#]+)"', body)
+    relative = [h for h in hrefs if not h.startswith(("/", "http:", "https:"))]
+    assert not relative, f"the 404 page has relative links, broken at any other depth: {relative[:10]}"
+
+
+def test_sitemap_follows_the_configured_base_url(book_build):
+    """With ``html.baseurl`` (or $BN_BOOK_URL) set, the build writes a sitemap under it; without, none."""
+    url = _site_address().base_url(_configured_base_url())
+    sitemap = book_build.html / "sitemap.xml"
+    if url:
+        assert _sitemap_urls(sitemap) == {url + name + ".html" for name in chapter_names()}
+    else:
+        assert not sitemap.exists(), "a sitemap without a base URL would list URLs nobody serves"
+        assert "no html.baseurl" in book_build.log, "the build should say why it wrote no sitemap"
+
+
+def _site_address():
+    """The book's Sphinx extension book/_ext/site_address.py, imported as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("site_address", REPO / "book" / "_ext" / "site_address.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _configured_base_url() -> str:
+    import yaml
+
+    config = yaml.safe_load((REPO / "_config.yml").read_text())
+    return str((config.get("html") or {}).get("baseurl") or "")
+
+
+def _sitemap_urls(path: Path) -> set[str]:
+    ns = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
+    root = ElementTree.parse(path).getroot()
+    return {loc.text for loc in root.findall("s:url/s:loc", ns)}
 
 
 def _served(site: str, path: str) -> bytes:
@@ -337,3 +473,96 @@ def test_unchanged_rebuild_runs_no_notebook_and_keeps_the_outputs(book_build):
         assert seconds < 0.5 * book_build.seconds, (seconds, book_build.seconds)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The published site: a base URL, served under a sub-path as GitHub Pages serves a project
+# --------------------------------------------------------------------------------------------
+
+PUBLISHED_URL = "https://bn-course.example/course/"
+
+
+@dataclass
+class Published:
+    """The book rebuilt with ``BN_BOOK_URL`` = :data:`PUBLISHED_URL`, and served under ``/course/``."""
+
+    html: Path
+    log: str
+    site: str  #: where the test serves it: http://127.0.0.1:<port>/course/
+
+
+@pytest.fixture(scope="module")
+def published(book_build):
+    """The same sources built as the publishing workflow builds them, with a base URL.
+
+    Into ``_build/test-book-published``, from a copy of the session build's execution cache
+    (so no notebook runs again), with ``-W``; served under the base URL's path, where an
+    unknown address gets the 404 page with status 404, as on GitHub Pages.
+    """
+    if book_build.returncode != 0:
+        pytest.fail("the book did not build; see test_book_builds_from_scratch_without_warnings")
+    root = book_build.root.with_name("test-book-published")
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(book_build.root / "_build" / ".jupyter_cache", root / "_build" / ".jupyter_cache")
+    env = dict(os.environ, BN_BOOK_URL=PUBLISHED_URL, PYTHONHASHSEED="0")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", "--all", "-W", "--keep-going",
+         "--path-output", str(root), "."],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
+    )
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"the build with a base URL failed:\n{log[-4000:]}"
+    html = root / "_build" / "html"
+    with _serving(html, urlsplit(PUBLISHED_URL).path) as url:
+        yield Published(html, log, url)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_sitemap_lists_every_chapter_under_the_base_url(published):
+    urls = _sitemap_urls(published.html / "sitemap.xml")
+    assert urls == {PUBLISHED_URL + name + ".html" for name in chapter_names()}, sorted(urls)
+    for url in urls:  # each one is served under the site's path, and names itself as its address
+        page = _served(published.site, url[len(PUBLISHED_URL):]).decode()
+        canonical = re.findall(r'<link rel="canonical" href="([^"]+)"', page)
+        assert canonical == [url], (url, canonical)
+
+
+@pytest.mark.parametrize("missing", ["no-such-page.html", "book/no-such-chapter.html", "a/b/c/d/"])
+def test_the_404_page_works_at_any_depth_under_the_site(published, missing):
+    """An unknown address, however deep, shows the 404 page with the book's styles, logo and
+    table of contents, every resource loaded and every link pointing into the site."""
+    from playwright.sync_api import sync_playwright
+
+    url = published.site + missing
+    errors: list[str] = []
+    outside: list[str] = []
+    with sync_playwright() as pw:
+        browser = _browser(pw)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.route("**/*", _only_local(published.site, outside))
+        page = context.new_page()
+        _watch(page, errors, expected=url)
+        response = page.goto(url, wait_until="load")
+        page.wait_for_load_state("networkidle")
+        state = page.evaluate("""() => ({
+            title: document.title,
+            text: document.querySelector('article') ? document.querySelector('article').textContent : '',
+            sheets: Array.from(document.querySelectorAll('link[rel="stylesheet"]'))
+                         .filter(l => !l.sheet).map(l => l.href),
+            styled: getComputedStyle(document.body).fontFamily,
+            logo: Array.from(document.querySelectorAll('img.logo__image'))
+                       .some(i => i.complete && i.naturalWidth > 0),
+            links: Array.from(document.querySelectorAll('.bd-sidebar-primary a[href]')).map(a => a.href),
+        })""")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"404-at-{missing.strip('/').replace('/', '__')}.png"), full_page=True)
+        browser.close()
+    assert response is not None and response.status == 404, response and response.status
+    assert state["title"].startswith("Page not found"), state["title"]
+    assert "is not a page of the book" in state["text"]
+    assert not errors, f"the 404 page at {missing}: {errors}"
+    assert not outside, f"the 404 page asked for resources outside the site: {outside}"
+    assert not state["sheets"], f"stylesheets not applied: {state['sheets']}"
+    assert state["logo"], "the logo did not load"
+    chapters = {published.site + name + ".html" for name in chapter_names()}
+    assert chapters <= set(state["links"]), sorted(chapters - set(state["links"]))
