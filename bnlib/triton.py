@@ -266,7 +266,7 @@ class TritonBatchNormFunction(torch.autograd.Function):
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
         x, gamma, mu, istd = ctx.saved_tensors
         dx, dgamma, dbeta = backward_train(dy, x, gamma, mu, istd)
-        return (*bnt._needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
+        return (*bnt.needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
 
 
 class BatchNorm1d(bnt.BatchNorm1d):
