@@ -18,15 +18,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BatchNormFunction", "FrozenBatchNormFunction", "BatchNorm1d", "compute_dtype"]
+__all__ = [
+    "BatchNormFunction",
+    "FrozenBatchNormFunction",
+    "BatchNorm1d",
+    "compute_dtype",
+    "batch_dims",
+    "per_feature",
+    "needed_grads",
+]
 
 
-def _dims(x: Tensor) -> list[int]:
-    """The dimensions statistics are taken over: all but the feature dimension 1."""
+def batch_dims(x: Tensor) -> list[int]:
+    """The dimensions statistics are taken over: all but the feature dimension 1 (``[0]`` or ``[0, 2]``)."""
     return [0] if x.dim() == 2 else [0, 2]
 
 
-def _per_feature(v: Tensor, x: Tensor) -> Tensor:
+def per_feature(v: Tensor, x: Tensor) -> Tensor:
     """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)`` or ``(1, C, 1)``."""
     return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
 
@@ -62,17 +70,17 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
         xc = x.to(compute_dtype(x.dtype))
-        dims = _dims(x)
+        dims = batch_dims(x)
         mu = xc.mean(dims)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)
-        y = xc - _per_feature(mu, x)
+        y = xc - per_feature(mu, x)
         var = y.square_().mean(dims)
         istd = torch.rsqrt(var + eps)
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
         scale = istd if gamma is None else gamma.to(xc.dtype) * istd
         shift = -mu * scale if beta is None else beta.to(xc.dtype) - mu * scale
-        torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x), out=y)
+        torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=y)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.mark_non_differentiable(mu, var)
         return y.to(x.dtype), mu, var
@@ -80,20 +88,20 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
         x, gamma, mu, istd = ctx.saved_tensors
-        dims = _dims(x)
+        dims = batch_dims(x)
         m = x.numel() // x.shape[1]
         xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
-        dx = xc - _per_feature(mu, x)
+        dx = xc - per_feature(mu, x)
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
             k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
             # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
             a = -k * dgamma * istd / m
             b = -k * dbeta / m - a * mu
-            torch.addcmul(_per_feature(b, x), xc, _per_feature(a, x), out=dx)
-            dx = dx.addcmul_(dyc, _per_feature(k, x)).to(x.dtype)
+            torch.addcmul(per_feature(b, x), xc, per_feature(a, x), out=dx)
+            dx = dx.addcmul_(dyc, per_feature(k, x)).to(x.dtype)
         else:
             dx = None
         dgamma_out = dgamma.to(gamma.dtype) if ctx.needs_input_grad[1] else None
@@ -101,9 +109,22 @@ class BatchNormFunction(torch.autograd.Function):
         return dx, dgamma_out, dbeta_out, None
 
 
-def _needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
-    """``(dx, dgamma, dbeta)`` as autograd takes them back: None where no gradient is needed,
-    dgamma and dbeta in the parameters' dtype (the fused kernels' backward passes share this)."""
+def needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
+    """``(dx, dgamma, dbeta)`` as an ``autograd.Function``'s backward hands them back.
+
+    ``None`` where autograd needs no gradient (``ctx.needs_input_grad`` of the inputs ``x``,
+    ``gamma``, ``beta``, in that order); ``dgamma`` and ``dbeta``, computed in the statistics'
+    dtype, cast to the parameters' (``x``'s when there is no ``gamma``). The backward passes of
+    :mod:`bnlib.fused_torch` and :mod:`bnlib.triton` end with it.
+
+    Args:
+        ctx: the backward pass's context.
+        x: the forward pass's input.
+        gamma: ``(C,)`` or ``None``.
+        dx: like ``x``.
+        dgamma: ``(C,)``.
+        dbeta: ``(C,)``.
+    """
     param_dtype = gamma.dtype if gamma is not None else x.dtype
     return (
         dx if ctx.needs_input_grad[0] else None,
@@ -126,21 +147,21 @@ class FrozenBatchNormFunction(torch.autograd.Function):
         mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
         scale = istd if gamma is None else gamma.to(cdt) * istd
         shift = -mu * scale if beta is None else beta.to(cdt) - mu * scale
-        y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
+        y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
         ctx.save_for_backward(x, gamma, mu, istd)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor):
         x, gamma, mu, istd = ctx.saved_tensors
-        dims = _dims(x)
+        dims = batch_dims(x)
         dyc = dy.to(mu.dtype)
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
             k = istd if gamma is None else gamma.to(mu.dtype) * istd
-            dx = (dyc * _per_feature(k, x)).to(x.dtype)
+            dx = (dyc * per_feature(k, x)).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            x_hat = (x.to(mu.dtype) - _per_feature(mu, x)) * _per_feature(istd, x)
+            x_hat = (x.to(mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
             dgamma = (dyc * x_hat).sum(dims).to(gamma.dtype)
         if ctx.needs_input_grad[2]:
             dbeta = dyc.sum(dims).to(gamma.dtype if gamma is not None else x.dtype)
