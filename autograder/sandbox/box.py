@@ -14,7 +14,10 @@ from autograder.sandbox.result import RunResult, SandboxError
 from autograder.sandbox.slots import UID_BASE, UID_SLOTS, SlotCgroup, UidSlot
 from autograder.sandbox.zygote import WarmRunner
 
-__all__ = ["Sandbox", "warm_available", "preflight", "running_sandboxes"]
+__all__ = ["Sandbox", "warm_available", "preflight", "running_sandboxes", "PREFLIGHT"]
+
+#: The limits of the check that a sandbox starts: a minute, the default cell time limit.
+PREFLIGHT = Limits(notebook_timeout=60)
 
 
 def warm_available() -> bool:
@@ -133,7 +136,7 @@ class Sandbox:
 
 def preflight() -> None:
     """Check that a sandbox starts on this machine; raises SandboxError saying why not."""
-    with Sandbox(Limits(cell_timeout=30, notebook_timeout=60), warm=False) as box:
+    with Sandbox(PREFLIGHT, warm=False) as box:
         result = box.run([{"index": 0, "source": "import numpy\nprint(numpy.ones(2).sum())"}])
     cell = result.cells.get(0)
     out = cell.outputs if cell else []
