@@ -34,8 +34,9 @@ from autograder.grading.progress import ProgressView, Summary, print_summary
 from autograder.grading.runners import DaskRunner, GradeError, LocalRunner
 from autograder.grading.store import GradingFolder, Result, known_assignments, write_atomic
 from autograder.grading.submissions import Submission, collect
+from autograder.grading.worker import ungraded_answer
 from autograder.notebook import title
-from autograder.output import feedback, report
+from autograder.output import report
 from autograder.sandbox import Limits, preflight
 
 __all__ = ["GradeOptions", "GradeError", "Summary", "grade", "print_summary", "to_grade", "is_done",
@@ -148,8 +149,7 @@ def grade(options: GradeOptions, console: Console | None = None) -> Summary:
     to_run = grading_order([s for s in todo if s.status is None])
     with ProgressView(console, len(todo), options.progress) as view:
         for sub in direct:
-            answer = Answer.ungraded(sub.student, sub.assignment, sub.status, sub.problem or "", parts[sub.assignment])
-            answer.feedback = feedback.render(answer, None)
+            answer = ungraded_answer(sub.student, sub.assignment, sub.status, sub.problem or "", parts[sub.assignment])
             summary.results.append(writer.store(sub, answer))
             view.advance(answer.status)
         if to_run:

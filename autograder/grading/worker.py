@@ -45,14 +45,14 @@ from traitlets.utils.importstring import import_item
 
 from autograder.grading import process
 from autograder.grading.classify import cell_notes, classify, reason
-from autograder.grading.jobs import Answer, Job, PartResult, Status
+from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
 from autograder.inside import scenarios
 from autograder.judging import judge
 from autograder.notebook import is_test, student_source, title
 from autograder.output import feedback, speed
 from autograder.sandbox import RunResult, SandboxError
 
-__all__ = ["grade_notebook", "read_notebook", "DEFAULT_SANITIZE"]
+__all__ = ["grade_notebook", "ungraded_answer", "read_notebook", "DEFAULT_SANITIZE"]
 
 #: nbgrader's own sanitizing steps, for a course whose configuration does not name any.
 DEFAULT_SANITIZE = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
@@ -244,11 +244,16 @@ def _speed(nb, job: Job, answer: Answer) -> None:
         answer.speed = speed.not_timed(f"not timed: the grader could not time it ({_one_line(exc)})")
 
 
-def _ungraded(job: Job, status: str, why: str, started: float) -> Answer:
-    """The answer for a notebook that did not run: every part scores 0."""
-    answer = Answer.ungraded(job.student_id, job.assignment, status, why, job.parts)
-    answer.seconds = round(time.monotonic() - started, 3)
+def ungraded_answer(student_id: str, assignment: str, status: str, why: str, parts: dict[str, Part]) -> Answer:
+    """The answer, with its feedback page, for a submission that did not run: every part scores 0."""
+    answer = Answer.ungraded(student_id, assignment, status, why, parts)
     answer.feedback = feedback.render(answer, None)
+    return answer
+
+
+def _ungraded(job: Job, status: str, why: str, started: float) -> Answer:
+    answer = ungraded_answer(job.student_id, job.assignment, status, why, job.parts)
+    answer.seconds = round(time.monotonic() - started, 3)
     return answer
 
 
