@@ -36,6 +36,35 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
+    r"""Per-feature ``(s, t)`` with :math:`\gamma\hat{x} + \beta = x s + t`:
+    :math:`s = \gamma/\sqrt{\sigma^2+\varepsilon}`, :math:`t = \beta - \mu s` (``gamma``, ``beta``
+    may be ``None``; computed in ``mu``'s dtype)."""
+    scale = istd if gamma is None else gamma.to(mu.dtype) * istd
+    shift = -mu * scale if beta is None else beta.to(mu.dtype) - mu * scale
+    return scale, shift
+
+
+def _input_grad(
+    xc: Tensor, dyc: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor,
+    dbeta: Tensor, dgamma: Tensor, m: float, out: Tensor,
+) -> Tensor:
+    r"""``dx`` by the compact formula, from the two batch sums and the number of values ``m``.
+
+    :math:`dx = k\,(dy - \tfrac{1}{m}\sum dy) - k\,\hat{x}\,\tfrac{1}{m}\sum dy\,\hat{x}` with
+    :math:`k = \gamma/\sqrt{\sigma^2+\varepsilon}`, ``dbeta`` :math:`= \sum dy` and ``dgamma``
+    :math:`= \sum dy\,\hat{x}`, rearranged as a multiply-add of ``dy`` and ``x`` written into ``out``
+    (scratch memory the size of ``x``). The sums may come from one process or from all of them
+    (:class:`SyncBatchNormFunction`): the formula is the same.
+    """
+    k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
+    # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
+    a = -k * dgamma * istd / m
+    b = -k * dbeta / m - a * mu
+    torch.addcmul(_per_feature(b, x), xc, _per_feature(a, x), out=out)
+    return out.addcmul_(dyc, _per_feature(k, x)).to(x.dtype)
+
+
 class BatchNormFunction(torch.autograd.Function):
     r"""Training-mode batch norm, :math:`y = \gamma\,\hat{x} + \beta` with the batch's statistics.
 
@@ -70,8 +99,7 @@ class BatchNormFunction(torch.autograd.Function):
         var = y.square_().mean(dims)
         istd = torch.rsqrt(var + eps)
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
-        scale = istd if gamma is None else gamma.to(xc.dtype) * istd
-        shift = -mu * scale if beta is None else beta.to(xc.dtype) - mu * scale
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
         torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x), out=y)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.mark_non_differentiable(mu, var)
@@ -88,12 +116,7 @@ class BatchNormFunction(torch.autograd.Function):
         dx = xc - _per_feature(mu, x)
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
-            k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
-            # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
-            a = -k * dgamma * istd / m
-            b = -k * dbeta / m - a * mu
-            torch.addcmul(_per_feature(b, x), xc, _per_feature(a, x), out=dx)
-            dx = dx.addcmul_(dyc, _per_feature(k, x)).to(x.dtype)
+            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta, dgamma, m, out=dx)
         else:
             dx = None
         dgamma_out = dgamma.to(gamma.dtype) if ctx.needs_input_grad[1] else None
@@ -124,8 +147,7 @@ class FrozenBatchNormFunction(torch.autograd.Function):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
-        scale = istd if gamma is None else gamma.to(cdt) * istd
-        shift = -mu * scale if beta is None else beta.to(cdt) - mu * scale
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
         y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
         ctx.save_for_backward(x, gamma, mu, istd)
         return y.to(x.dtype)
@@ -309,3 +331,4 @@ class BatchNorm1d(nn.Module):
                 unbiased = var * (m / (m - 1))
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return y
+
