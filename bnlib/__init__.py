@@ -4,6 +4,7 @@ Import the part you need; ``import bnlib`` itself loads neither NumPy layers nor
 
 - :mod:`bnlib.numpy`: the book's equations as functions, and a NumPy ``BatchNorm1d``;
 - :mod:`bnlib.torch`: a hand-written ``torch.autograd.Function`` and a drop-in ``nn.BatchNorm1d``;
+  ``SyncBatchNorm`` across processes; batch norm folded into linear layers for inference;
 - :mod:`bnlib.gradcheck`: finite-difference gradient checks.
 """
 

@@ -7,15 +7,22 @@ constants). :class:`BatchNorm1d` is an ``nn.Module`` with the constructor, param
 buffers, ``repr`` and ``state_dict`` of ``torch.nn.BatchNorm1d`` (torch 2.13) that uses them.
 None of it calls PyTorch's own batch norm. Everything runs on the device of its tensors.
 
+At the end (chapter "Batch norm at scale and in deployment"): :class:`SyncBatchNorm`, a
+drop-in for ``torch.nn.SyncBatchNorm`` that normalizes a batch split between processes as
+one batch, on CPU (gloo) or GPU (nccl), with :func:`convert_sync_batchnorm`.
+
 Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
 reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import math
+from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 __all__ = ["BatchNormFunction", "FrozenBatchNormFunction", "BatchNorm1d", "compute_dtype"]
@@ -331,4 +338,289 @@ class BatchNorm1d(nn.Module):
                 unbiased = var * (m / (m - 1))
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return y
+
+
+# =============================================================================================
+# Batch norm at scale and in deployment (chapter "Batch norm at scale and in deployment")
+#
+# SyncBatchNorm: one batch spread over several processes, normalized as one batch.
+# =============================================================================================
+
+__all__ += [
+    "Moments",
+    "SyncBatchNormFunction",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+]
+
+
+class Moments(NamedTuple):
+    r"""What one slice of a batch knows about each feature: count, mean and squared deviations.
+
+    ``count`` is :math:`m_k`, the number of values per feature in the slice (a 0-dim tensor in
+    the statistics' dtype), ``mean`` is :math:`\mu_k` and ``m2`` is
+    :math:`M_k = \sum_i (x_i - \mu_k)^2`, both ``(C,)``. Two slices merge with the parallel
+    formula of Chan, Golub and LeVeque (:meth:`merge`), never through :math:`\sum x^2`, whose
+    difference :math:`\mathrm{E}[x^2] - \mathrm{E}[x]^2` loses every digit of a variance that is
+    small next to the squared mean.
+    """
+
+    count: Tensor
+    mean: Tensor
+    m2: Tensor
+
+    @classmethod
+    def of(cls, xc: Tensor) -> Moments:
+        """The moments of ``xc``, ``(N, C)`` or ``(N, C, L)``; an empty slice has count 0, mean 0, M 0."""
+        m = xc.numel() // xc.shape[1]
+        count = torch.tensor(float(m), dtype=xc.dtype, device=xc.device)
+        if m == 0:
+            zeros = xc.new_zeros(xc.shape[1])
+            return cls(count, zeros, zeros.clone())
+        dims = _dims(xc)
+        mean = xc.mean(dims)
+        m2 = (xc - _per_feature(mean, xc)).square_().sum(dims)
+        return cls(count, mean, m2)
+
+    def merge(self, other: Moments) -> Moments:
+        r"""Chan's pairwise merge: the moments of the two slices taken together.
+
+        .. math::
+
+            m = m_a + m_b, \quad \delta = \mu_b - \mu_a, \quad
+            \mu = \mu_a + \delta\,\frac{m_b}{m}, \quad
+            M = M_a + M_b + \delta^2\,\frac{m_a m_b}{m}
+
+        Exact in exact arithmetic; in floating point every term is a sum of non-negative
+        numbers of the size of the variance, so nothing cancels. An empty slice changes nothing.
+        """
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        w = other.count / count.clamp(min=1)  # m_b / m, and 0 when both are empty
+        return Moments(count, self.mean + delta * w, self.m2 + other.m2 + delta.square() * self.count * w)
+
+    def pack(self) -> Tensor:
+        """One message of ``2C + 1`` numbers: ``[count, mean..., m2...]``."""
+        return torch.cat([self.count.reshape(1), self.mean, self.m2])
+
+    @classmethod
+    def unpack(cls, message: Tensor) -> Moments:
+        """The inverse of :meth:`pack`."""
+        c = (message.numel() - 1) // 2
+        return cls(message[0], message[1 : 1 + c], message[1 + c :])
+
+
+def _all_gather_moments(local: Moments, group: Any, world_size: int) -> list[Moments]:
+    """Every process's :class:`Moments`, in rank order, on every process (one all-gather)."""
+    message = local.pack()
+    gathered = message.new_empty(world_size * message.numel())
+    dist.all_gather_single(gathered, message, group=group)
+    return [Moments.unpack(row) for row in gathered.view(world_size, -1)]
+
+
+class SyncBatchNormFunction(torch.autograd.Function):
+    r"""Training-mode batch norm over a batch split between the processes of ``group``.
+
+    ``apply(x, gamma, beta, eps, group, world_size) -> (y, mu, var, m)``, ``x`` the slice of
+    this process, ``(N_k, C)`` or ``(N_k, C, L)``; ``mu``, ``var`` (biased) and ``m`` (the number
+    of values per feature over all processes, a 0-dim tensor) are those of the whole batch and
+    not differentiable. Slices may differ in size, and may be empty.
+
+    Forward: each process computes the :class:`Moments` of its slice and sends them, ``2C + 1``
+    numbers, to all the others in one all-gather; every process merges the same list in rank
+    order with Chan's formula, so all of them hold the same ``mu`` and ``var`` to the last bit,
+    and normalizes its own slice with them. (The all-gather stands in for an all-reduce:
+    ``torch.distributed`` reduces only with element-wise sums, products, minima and maxima,
+    and the merge is none of them.)
+
+    Backward: ``dx`` needs two sums over the *whole* batch, :math:`\sum dy` and
+    :math:`\sum dy\,\hat{x}`; each process computes them over its slice and one all-reduce of
+    ``2C`` numbers adds them up, then the compact formula of a single process applies
+    unchanged with the global ``m`` (:func:`_input_grad`). ``dgamma`` and ``dbeta`` are the
+    slice's own sums, as in PyTorch: data-parallel training adds the processes' parameter
+    gradients up anyway (``DistributedDataParallel`` all-reduces them). Every process of the
+    group must run the backward pass if one does.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float,
+                group: Any, world_size: int):
+        xc = x.to(compute_dtype(x.dtype))
+        whole = functools.reduce(Moments.merge, _all_gather_moments(Moments.of(xc), group, world_size))
+        m = float(whole.count)
+        if m == 1:  # every process sees the same count, so all of them raise here together
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got {m:.0f} over all "
+                f"{world_size} processes (input size {tuple(x.shape)} on this one)"
+            )
+        mu, var = whole.mean, whole.m2 / m
+        istd = torch.rsqrt(var + eps)
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
+        y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
+        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.m, ctx.group = m, group
+        ctx.mark_non_differentiable(mu, var, whole.count)
+        return y.to(x.dtype), mu, var, whole.count
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None, _dm: Tensor | None):
+        x, gamma, mu, istd = ctx.saved_tensors
+        dims = _dims(x)
+        xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
+        dbeta = dyc.sum(dims)  # this slice's sum dy
+        dx = xc - _per_feature(mu, x)
+        dgamma = dx.mul_(dyc).sum(dims) * istd  # this slice's sum dy x_hat
+        if ctx.needs_input_grad[0]:
+            sums = torch.cat([dbeta, dgamma])
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.group)
+            dbeta_all, dgamma_all = sums.chunk(2)
+            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta_all, dgamma_all, ctx.m, out=dx)
+        return (*_needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None, None)
+
+
+class SyncBatchNorm(BatchNorm1d):
+    r"""A drop-in for ``torch.nn.SyncBatchNorm`` (torch 2.13) that also runs on CPU, over gloo.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    where the statistics are per feature over the batch *of all processes* of
+    ``process_group`` together, each holding a slice of it (``N`` may differ from one process
+    to the next, even be 0). Outputs, input gradients and running statistics are those of one
+    batch-norm layer on the concatenated batch; ``weight.grad`` and ``bias.grad`` are this
+    slice's share, to be summed across processes as data-parallel training does. How:
+    :class:`SyncBatchNormFunction`; the derivation and the bytes sent are in the chapter
+    "Batch norm at scale and in deployment".
+
+    PyTorch's semantics, including when nothing is synchronized: in evaluation mode (even with
+    ``track_running_stats=False``, where each process then normalizes its own slice), when
+    ``torch.distributed`` is not initialized, or when the group has a single process, the
+    layer is :class:`BatchNorm1d` (on any ``(N, C, *)`` input). Unlike PyTorch's, it
+    synchronizes tensors on any device its backend handles: gloo on CPU, nccl on CUDA GPUs.
+    Running statistics follow ``BatchNorm1d`` with the whole batch's mean and the unbiased
+    variance of all ``m`` values; ``num_batches_tracked`` counts steps, not processes.
+    Parameters, buffers, ``repr`` and ``state_dict`` are those of ``nn.SyncBatchNorm``, so
+    state dicts move freely between it, ``nn.BatchNorm1d/2d/3d`` and this layer.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variance inside the square root. Default: 1e-5
+        momentum: the new batch's weight, or ``None`` for a cumulative average. Default: 0.1
+        affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: ``True``
+        track_running_stats: keep ``running_mean``, ``running_var`` and
+            ``num_batches_tracked``. Default: ``True``
+        process_group: the processes whose slices form one batch. Default: ``None`` (the
+            whole world)
+        device: where parameters and buffers live. Default: ``None`` (the default device)
+        dtype: their dtype. Default: ``None`` (the default dtype)
+        bias: keyword only; learn ``bias`` (with ``affine``). Default: ``True``
+
+    Shape:
+        - Input: ``(N, C, *)``: ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ...
+        - Output: same shape as the input
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.process_group = process_group
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any | None = None) -> nn.Module:
+        """:func:`convert_sync_batchnorm`, where PyTorch has it."""
+        return convert_sync_batchnorm(module, process_group)
+
+    def _sync_group(self) -> tuple[Any, int] | None:
+        """``(group, world_size)`` when this step must synchronize, else ``None`` (as PyTorch decides)."""
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        world_size = dist.get_world_size(group)
+        return (group, world_size) if world_size > 1 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x``, this process's slice ``(N, C, *)``, with the statistics of all slices."""
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+        if x.shape[1] == 0:
+            raise ValueError("SyncBatchNorm number of input channels should be non-zero")
+        # (N, C, H, W, ...) is (N, C, L) with L = H·W·...: the statistics do not see the layout
+        x3 = x if x.dim() <= 3 else x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+        sync = self._sync_group()
+        if sync is None:
+            return super().forward(x3).reshape(x.shape)
+        self._check_input(x3, batch_stats=False)  # shape, dtype; one value per process is allowed
+        if self.eps <= 0:
+            raise ValueError(f"batch_norm eps must be positive with batch statistics, got {self.eps}")
+        tracking = self.track_running_stats
+        if tracking:  # counted once the step has passed every check, as BatchNorm1d does
+            steps = int(self.num_batches_tracked) + 1
+            factor = 1.0 / steps if self.momentum is None else self.momentum
+        y, mu, var, m = SyncBatchNormFunction.apply(x3, self.weight, self.bias, self.eps, *sync)
+        if tracking:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = float(m)
+            if m > 0:  # an empty batch (on every process) leaves the statistics as they were
+                with torch.no_grad():
+                    self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
+                    self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+        return y.reshape(x.shape)
+
+
+#: The layers :func:`convert_sync_batchnorm` replaces: PyTorch's batch norms (BatchNorm1d/2d/3d,
+#: SyncBatchNorm and their subclasses) and this module's.
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, BatchNorm1d)
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group: Any | None = None) -> nn.Module:
+    r"""Every batch-norm layer of ``module`` replaced by a :class:`SyncBatchNorm`, as PyTorch's does.
+
+    What ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does, with this module's layer: each
+    ``nn.BatchNorm1d/2d/3d``, ``nn.SyncBatchNorm`` or :class:`BatchNorm1d` (subclasses
+    included) becomes a :class:`SyncBatchNorm` with the same ``num_features``, ``eps``,
+    ``momentum``, ``affine``, ``track_running_stats`` and ``bias``, that *shares* the old
+    layer's ``weight`` and ``bias`` parameters and its ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` tensors (no copies: device and dtype stay), its ``training`` flag
+    and its ``qconfig`` if it has one. Other modules are kept, their children converted in place.
+
+    Args:
+        module: a model, or one batch-norm layer.
+        process_group: the group every new layer synchronizes over. Default: ``None`` (the world)
+
+    Returns:
+        ``module`` itself with its batch norms replaced, or a new :class:`SyncBatchNorm` if
+        ``module`` is a batch-norm layer.
+    """
+    converted = module
+    if isinstance(module, _BATCH_NORMS):
+        converted = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats, process_group, bias=module.bias is not None,
+        )
+        if module.affine:
+            with torch.no_grad():
+                converted.weight = module.weight
+                converted.bias = module.bias
+        converted.running_mean = module.running_mean
+        converted.running_var = module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+        converted.training = module.training
+        if hasattr(module, "qconfig"):
+            converted.qconfig = module.qconfig
+    for name, child in module.named_children():
+        converted.add_module(name, convert_sync_batchnorm(child, process_group))
+    return converted
 
