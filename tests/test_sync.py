@@ -1,9 +1,10 @@
 """bnlib.torch.SyncBatchNorm: a batch split over processes, normalized as one batch.
 
-The distributed tests start 2 and 3 processes on this machine (``support.distributed``: gloo
-on 127.0.0.1, every run bounded in time), once per world size: each process runs every case
-below on its slice of a float64 batch whose slices differ in size (5, 3 and 8 rows; one case
-has an empty slice) and in mean, and sends back what it saw. The tests then compare, slice by
+The distributed tests start 3 processes on this machine once (``support.distributed``: gloo
+on 127.0.0.1, bounded in time); the 2-process cases run on the process group of the first
+two (``process_group=``), the 3-process cases on the whole world. Each process runs every
+case below on its slice of a float64 batch whose slices differ in size (5, 3 and 8 rows;
+one case has an empty slice) and in mean, and sends back what it saw. The tests then compare, slice by
 slice, with one ``nn.BatchNorm1d``/``nn.BatchNorm2d`` on the concatenated batch: outputs,
 input gradients, parameter gradients (each process holds its slice's share), running
 statistics, ``num_batches_tracked``, evaluation mode and state dicts. Slices of different
@@ -111,14 +112,22 @@ def steps(layer: nn.Module, data: dict[str, torch.Tensor], rows: slice, device: 
     return seen
 
 
-def sync_worker(rank: int, world_size: int, cases: list[Case], device: str = "cpu") -> list[dict]:
-    """What each process runs: every case, on its own slice."""
+def sync_worker(rank: int, world_size: int, cases: list[Case], device: str = "cpu") -> list[dict | None]:
+    """What each process runs: every case on its own slice (``None`` for a case it takes no part in).
+
+    A case split in fewer slices than there are processes runs on the group of the first ones.
+    """
     if device == "cuda":
         device = f"cuda:{rank}"
+    groups = {n: torch.distributed.new_group(list(range(n))) for n in range(2, world_size)}  # every rank calls it
     results = []
     for case in cases:
-        assert len(case.slices) == world_size
-        layer = bnt.SyncBatchNorm(case.c, dtype=case.dtype, device=device, **case.options)
+        n = len(case.slices)
+        if rank >= n:
+            results.append(None)
+            continue
+        layer = bnt.SyncBatchNorm(case.c, dtype=case.dtype, device=device, process_group=groups.get(n),
+                                  **case.options)
         set_params(layer, case)
         results.append(steps(layer, batches(case), bounds(case, rank), device))
     return results
@@ -148,13 +157,22 @@ FLOAT32_LARGE_MEAN = Case(2, (), (5, 3, 8), {"momentum": 1.0}, dtype=torch.float
 
 
 @pytest.fixture(scope="module")
-def two_processes() -> list[list[dict]]:
-    return run_processes(sync_worker, 2, TWO, timeout=90)
+def runs() -> list[list[dict | None]]:
+    """One run of 3 processes: the 2-process cases (on a group of two), then the 3-process ones."""
+    return run_processes(sync_worker, 3, TWO + THREE + [FLOAT32_LARGE_MEAN], timeout=120)
 
 
 @pytest.fixture(scope="module")
-def three_processes() -> list[list[dict]]:
-    return run_processes(sync_worker, 3, THREE + [FLOAT32_LARGE_MEAN], timeout=90)
+def two_processes(runs) -> list[list[dict]]:
+    """Per process of the group of two, its results of the cases TWO."""
+    assert all(r is None for r in runs[2][: len(TWO)]), "the third process took part in a 2-process case"
+    return [results[: len(TWO)] for results in runs[:2]]
+
+
+@pytest.fixture(scope="module")
+def three_processes(runs) -> list[list[dict]]:
+    """Per process, its results of the cases THREE, then of FLOAT32_LARGE_MEAN."""
+    return [results[len(TWO) :] for results in runs]
 
 
 def assert_close(actual, expected, what: str, rtol=1e-10, atol=1e-12):
