@@ -9,7 +9,10 @@ None of it calls PyTorch's own batch norm. Everything runs on the device of its 
 
 At the end (chapter "Batch norm at scale and in deployment"): :class:`SyncBatchNorm`, a
 drop-in for ``torch.nn.SyncBatchNorm`` that normalizes a batch split between processes as
-one batch, on CPU (gloo) or GPU (nccl), with :func:`convert_sync_batchnorm`.
+one batch, on CPU (gloo) or GPU (nccl), with :func:`convert_sync_batchnorm`; and the
+folding of evaluation-mode batch norm into the linear layer or convolution next to it
+(:func:`fold_into_linear`, :func:`fold_into_conv`, :func:`fold_into_next_linear`,
+:func:`fold_batch_norms`).
 
 Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
 reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
@@ -17,6 +20,7 @@ reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from typing import Any, NamedTuple
@@ -344,6 +348,7 @@ class BatchNorm1d(nn.Module):
 # Batch norm at scale and in deployment (chapter "Batch norm at scale and in deployment")
 #
 # SyncBatchNorm: one batch spread over several processes, normalized as one batch.
+# Folding: evaluation-mode batch norm merged into the linear layer next to it.
 # =============================================================================================
 
 __all__ += [
@@ -351,6 +356,10 @@ __all__ += [
     "SyncBatchNormFunction",
     "SyncBatchNorm",
     "convert_sync_batchnorm",
+    "fold_into_linear",
+    "fold_into_conv",
+    "fold_into_next_linear",
+    "fold_batch_norms",
 ]
 
 
@@ -624,3 +633,193 @@ def convert_sync_batchnorm(module: nn.Module, process_group: Any | None = None) 
         converted.add_module(name, convert_sync_batchnorm(child, process_group))
     return converted
 
+
+# -- folding ----------------------------------------------------------------------------------
+
+
+def _frozen_affine(bn: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``(a, b)`` with ``bn(h) = a·h + b`` per feature in evaluation mode.
+
+    Computed in the wider of ``bn``'s and the neighbour's ``weight``'s dtypes, on their device.
+    :math:`a = \gamma/\sqrt{\sigma^2_{\text{running}} + \varepsilon}`,
+    :math:`b = \beta - a\,\mu_{\text{running}}`. Raises for a layer that is not such a map.
+    """
+    if not isinstance(bn, _BATCH_NORMS):
+        raise TypeError(f"expected a batch-norm layer, got {type(bn).__name__}")
+    if bn.training:
+        raise ValueError(
+            f"{type(bn).__name__} is in training mode: it normalizes with each batch's own statistics, "
+            f"which no fixed weights reproduce; fold for inference, after model.eval()"
+        )
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            f"{type(bn).__name__} has track_running_stats=False: it normalizes with the batch's own "
+            f"statistics even in evaluation mode, so it is not a fixed map and cannot be folded"
+        )
+    dtype = torch.promote_types(weight.dtype, bn.running_var.dtype)
+    a = torch.rsqrt(bn.running_var.to(dtype) + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight.detach().to(dtype)
+    b = -a * bn.running_mean.to(dtype)
+    if bn.bias is not None:
+        b = b + bn.bias.detach().to(dtype)
+    return a, b
+
+
+def _check_eval(layer: nn.Module, role: str) -> None:
+    if layer.training:
+        raise ValueError(f"the {role} {type(layer).__name__} is in training mode: call model.eval() before folding")
+
+
+def _with_weights(layer: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    """A copy of ``layer`` with new ``weight`` and ``bias`` in its own dtypes (a bias is added if it had none)."""
+    folded = copy.deepcopy(layer)
+    requires_grad = layer.weight.requires_grad
+    folded.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad)
+    bias_dtype = layer.bias.dtype if layer.bias is not None else layer.weight.dtype
+    folded.bias = nn.Parameter(bias.to(bias_dtype), requires_grad)
+    return folded
+
+
+def _fold_after(layer: nn.Module, bn: nn.Module, out_features: int, what: str) -> nn.Module:
+    """``bn ∘ layer`` as one layer: row ``j`` of the weight times ``a_j``, bias ``a·c + b``."""
+    _check_eval(layer, what)
+    a, b = _frozen_affine(bn, layer.weight)
+    if bn.num_features != out_features:
+        raise ValueError(
+            f"the batch norm normalizes {bn.num_features} features but the {what} before it has "
+            f"{out_features} outputs: it does not come right after this layer"
+        )
+    w = layer.weight.detach().to(a.dtype)
+    c = layer.bias.detach().to(a.dtype) if layer.bias is not None else torch.zeros_like(a)
+    return _with_weights(layer, w * a.view(-1, *[1] * (w.dim() - 1)), a * c + b)
+
+
+def fold_into_linear(linear: nn.Linear, bn: nn.Module) -> nn.Linear:
+    r"""The linear layer that computes ``bn(linear(x))`` for evaluation-mode ``bn``.
+
+    With :math:`h = W x + c` and ``bn`` the fixed map :math:`a \otimes h + b`
+    (:math:`a = \gamma/\sqrt{\sigma^2_{\text{running}}+\varepsilon}`,
+    :math:`b = \beta - a \otimes \mu_{\text{running}}`), the composition is
+    :math:`W' x + c'` with :math:`W' = \mathrm{diag}(a)\,W` (row :math:`j` scaled by :math:`a_j`)
+    and :math:`c' = a \otimes c + b`. What ``torch.nn.utils.fusion.fuse_linear_bn_eval`` computes;
+    the proof is in the chapter "Batch norm at scale and in deployment".
+
+    Args:
+        linear: an ``nn.Linear`` (with or without bias), in evaluation mode.
+        bn: the batch norm right after it, in evaluation mode with running statistics
+            (``nn.BatchNorm1d``, :class:`BatchNorm1d`, :class:`SyncBatchNorm`, ...).
+
+    Returns:
+        A new ``nn.Linear`` (a copy of ``linear``, always with a bias); the inputs are untouched.
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, or
+            ``bn.num_features != linear.out_features``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fold_into_linear expects an nn.Linear, got {type(linear).__name__}")
+    return _fold_after(linear, bn, linear.out_features, "linear layer")
+
+
+def fold_into_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    r"""The convolution that computes ``bn(conv(x))`` for evaluation-mode ``bn``.
+
+    As :func:`fold_into_linear`, channel by channel: the filters of output channel :math:`j`
+    are scaled by :math:`a_j` and the bias becomes :math:`a \otimes c + b`. Padding changes
+    nothing: batch norm comes after the convolution, so it sees the padded output like any
+    other. What ``torch.nn.utils.fusion.fuse_conv_bn_eval`` computes.
+
+    Args:
+        conv: an ``nn.Conv2d`` (or ``Conv1d``/``Conv3d``; not transposed), in evaluation mode.
+        bn: the batch norm right after it (``nn.BatchNorm2d`` for a ``Conv2d``), in
+            evaluation mode with running statistics.
+
+    Returns:
+        A new convolution of the same type (a copy of ``conv``, always with a bias).
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, a
+            transposed convolution, or ``bn.num_features != conv.out_channels``.
+    """
+    if not isinstance(conv, nn.modules.conv._ConvNd):
+        raise TypeError(f"fold_into_conv expects a convolution, got {type(conv).__name__}")
+    if conv.transposed:
+        raise ValueError(f"{type(conv).__name__} is transposed: its weight is laid out (in, out, ...); not supported")
+    return _fold_after(conv, bn, conv.out_channels, "convolution")
+
+
+def fold_into_next_linear(bn: nn.Module, linear: nn.Linear) -> nn.Linear:
+    r"""The linear layer that computes ``linear(bn(x))`` for evaluation-mode ``bn`` on ``(N, C)`` input.
+
+    Batch norm *before* a linear layer, as after a ReLU: with ``bn`` the fixed map
+    :math:`a \otimes x + b` and the layer :math:`W h + c`,
+    :math:`W (a \otimes x + b) + c = W' x + c'` with :math:`W' = W\,\mathrm{diag}(a)` (column
+    :math:`k` scaled by :math:`a_k`) and :math:`c' = W b + c`. PyTorch's ``fusion`` has no
+    counterpart. Only for ``(N, C)`` input, where batch norm's features are the linear layer's
+    inputs. (Before a *convolution* with zero padding the same trick is wrong at the borders:
+    the padded zeros would have to become :math:`-b/a`.)
+
+    Args:
+        bn: a batch norm in evaluation mode with running statistics.
+        linear: the ``nn.Linear`` right after it, in evaluation mode.
+
+    Returns:
+        A new ``nn.Linear`` (a copy of ``linear``, always with a bias).
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, or
+            ``bn.num_features != linear.in_features``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fold_into_next_linear expects an nn.Linear, got {type(linear).__name__}")
+    _check_eval(linear, "linear layer")
+    a, b = _frozen_affine(bn, linear.weight)
+    if bn.num_features != linear.in_features:
+        raise ValueError(
+            f"the batch norm normalizes {bn.num_features} features but the linear layer after it "
+            f"takes {linear.in_features} inputs: it does not feed this layer"
+        )
+    w = linear.weight.detach().to(a.dtype)
+    c = linear.bias.detach().to(a.dtype) if linear.bias is not None else w.new_zeros(w.shape[0])
+    return _with_weights(linear, w * a, w @ b + c)
+
+
+def fold_batch_norms(model: nn.Sequential) -> nn.Sequential:
+    """A copy of ``model`` (evaluation mode) with every batch norm folded into a linear neighbour.
+
+    A batch norm right after an ``nn.Linear`` or a convolution is folded into it
+    (:func:`fold_into_linear`, :func:`fold_into_conv`); otherwise, one right before an
+    ``nn.Linear`` is folded into that (:func:`fold_into_next_linear`), as in
+    ``Linear → ReLU → BatchNorm1d → Linear``. Every other layer is copied as it is.
+
+    Raises:
+        ValueError: a batch norm with neither neighbour (for example between a ReLU and a
+            convolution), or any reason the fold functions give.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"fold_batch_norms takes an nn.Sequential, got {type(model).__name__}")
+    layers = [copy.deepcopy(layer) for layer in model]
+    folded: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        after = layers[i + 1] if i + 1 < len(layers) else None
+        if not isinstance(layer, _BATCH_NORMS):
+            folded.append(layer)
+        elif folded and isinstance(folded[-1], nn.Linear):
+            folded[-1] = fold_into_linear(folded[-1], layer)
+        elif folded and isinstance(folded[-1], nn.modules.conv._ConvNd) and not folded[-1].transposed:
+            folded[-1] = fold_into_conv(folded[-1], layer)
+        elif isinstance(after, nn.Linear):
+            folded.append(fold_into_next_linear(layer, after))
+            i += 1
+        else:
+            before = type(folded[-1]).__name__ if folded else "the input"
+            raise ValueError(
+                f"layer {i} ({type(layer).__name__}) comes after {before} and before "
+                f"{type(after).__name__ if after is not None else 'the output'}: no linear layer or "
+                f"convolution to fold it into"
+            )
+        i += 1
+    return nn.Sequential(*folded).train(model.training)
