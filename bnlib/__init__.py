@@ -10,6 +10,7 @@ These need NumPy only:
 These need PyTorch (``pip install -e '.[torch]'``):
 
 - :mod:`bnlib.torch`: a hand-written ``torch.autograd.Function`` and a drop-in ``nn.BatchNorm1d``;
+  ``SyncBatchNorm`` across processes; batch norm folded into linear layers for inference;
 - :mod:`bnlib.fused_torch`: the same layer written for ``torch.compile``;
 - :mod:`bnlib.triton`: Triton kernels for a CUDA GPU (and Triton, the ``triton`` extra);
 - :mod:`bnlib.bench`: the benchmark harness, ``python -m bnlib.bench``.
