@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from autograder.course.spec import ASSIGNMENTS
 from autograder.grading.submissions import DEFAULT_ID_PATTERN, SubmissionsError
 from autograder.inside.timing import SHAPE
+from autograder.output.lms import LMS_FORMATS
 from autograder.sandbox import Limits, SandboxError
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -90,9 +91,11 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
         ),
         epilog=(
             "SUBMISSIONS is nbgrader's layout (<student_id>/<assignment>/<assignment>.ipynb), a zip "
-            "downloaded from an LMS (one notebook per student; the student id comes from each file's "
-            f"name through --id-pattern, default {DEFAULT_ID_PATTERN!r}: Canvas's "
-            "'doejane_12345_67890_bn-numpy-forward.ipynb' gives 'doejane'), or a single notebook."
+            "downloaded from an LMS (Canvas's and Moodle's file names are read as they are: "
+            "'zoë_101_1_bn-numpy-forward.ipynb' is the student zoë, Canvas user 101; another LMS's "
+            f"through --id-pattern, default {DEFAULT_ID_PATTERN!r}), or a single notebook. Of several files "
+            "for one student the LMS's latest is graded (Canvas: the highest resubmission number -1, -2...); "
+            "the reason says which, and --pick overrides."
         ),
     )
     p.add_argument("submissions", metavar="SUBMISSIONS", help="a folder, a .zip or a .ipynb")
@@ -111,7 +114,11 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="grade again what is already graded")
     p.add_argument("--id-pattern", metavar="REGEX",
                    help="regular expression with a group 'student' that finds the student id in a zip's file names")
-    p.add_argument("--student", metavar="ID", help="the student id of a single notebook (default: its file name)")
+    p.add_argument("--student", metavar="NAME", help="the student of a single notebook (default: its file name)")
+    p.add_argument("--pick", action="append", default=[], metavar="FILE",
+                   help="grade this file of a zip (its name in the zip, or its file name) instead of the one the "
+                        "LMS's rule picks among a student's several; repeatable")
+    _add_lms(p)
     p.add_argument("--speed", action="store_true",
                    help="also time each correct bn-torch BatchNorm1d against nn.BatchNorm1d (ungraded: "
                         "the column speed_vs_nn in grades.csv, a class speed table in the report)")
@@ -125,21 +132,31 @@ def _run_grade(args: argparse.Namespace) -> int:
     from rich.console import Console  # noqa: PLC0415 - not for --help (see the module docstring)
 
     from autograder.grading.coordinator import GradeError, GradeOptions, grade, print_summary  # noqa: PLC0415 - ditto
+    from autograder.grading.progress import print_lms  # noqa: PLC0415 - ditto
 
     console = Console(stderr=True)
     options = GradeOptions(submissions=args.submissions, out=args.out, assignment=args.assignment,
                            workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
                            notebook_timeout=args.notebook_timeout, memory_mb=args.memory, force=args.force,
                            id_pattern=args.id_pattern, student=args.student, progress=not args.no_progress,
+                           picks=tuple(args.pick), lms=args.lms,
                            speed=args.speed or bool(args.speed_shape), speed_shape=args.speed_shape)
     try:
         summary = grade(options, console)
     except (SubmissionsError, SandboxError, GradeError) as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False, style="red")
+        console.print(f"error: {exc}", highlight=False, markup=False, style="red", soft_wrap=True)
         return 2
     if summary.graded_now or summary.errors:
         print_summary(summary, args.out, console)
+    else:
+        print_lms(summary, console)
     return 1 if summary.errors else 0
+
+
+def _add_lms(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lms", choices=LMS_FORMATS, metavar="LMS",
+                   help="also write the grades in this LMS's import format: canvas (DIR/canvas.csv, the gradebook "
+                        "import) or moodle (DIR/moodle-<assignment>.csv, the grading worksheet)")
 
 
 def _add_report(sub: argparse._SubParsersAction) -> None:
@@ -152,11 +169,12 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("dir", metavar="DIR", help="a folder made by `python -m autograder grade --out DIR`")
+    _add_lms(p)
     p.set_defaults(run=_run_report)
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from autograder.output.report import rebuild  # noqa: PLC0415 - nbgrader, matplotlib: not for --help
+    from autograder.output.report import rebuild, write_lms  # noqa: PLC0415 - nbgrader, matplotlib: not for --help
 
     try:
         csv_path, html_path = rebuild(args.dir)
@@ -164,6 +182,14 @@ def _run_report(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Grades: {csv_path}\nReport: {html_path}")
+    if args.lms:
+        from autograder.grading.store import GradingFolder  # noqa: PLC0415 - nbgrader: not for --help
+
+        paths, left_out = write_lms(GradingFolder(args.dir), args.lms)
+        for path in paths:
+            print(f"For the LMS: {path}")
+        if left_out:
+            print(f"Not in the LMS file (no LMS id in their file names): {', '.join(left_out)}")
     return 0
 
 

@@ -27,6 +27,13 @@ of them ``missing`` for the others, and ``expected.json`` says so too.
 
 Each expected outcome names the status, the score (``"full"``, ``0`` or ``"partial"``, less
 than full but more than 0) and, where it matters, a piece of the reason or the mistake's name.
+
+:func:`make_lms_zips` writes the class as LMSs hand it over (``python -m autograder.synthetic DIR
+--lms-zips``): ``canvas.zip`` and ``moodle.zip`` (``bn-numpy-forward``) with students named in
+several scripts (:data:`LMS_NAMES`), resubmissions in Canvas's form (``-1``) and Moodle's (two
+files in one folder), and a notebook with large saved outputs; ``expected-canvas.json`` and
+``expected-moodle.json`` hold the outcome of each; ``collision.zip`` holds two students who claim
+one id, which must stop grading with an error naming both files.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ import json
 import re
 import shutil
 import tempfile
+import unicodedata
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -46,6 +55,7 @@ from autograder.course.mistakes import MISTAKES
 from autograder.course.spec import INTERFACE
 from autograder.grading.jobs import Status
 from autograder.grading.store import GradingFolder, known_assignments
+from autograder.grading.submissions import MAX_NOTEBOOK_BYTES, student_id
 from autograder.notebook import grade_id, is_solution, is_test
 from autograder.paths import BUILD_DIR, REPO_DIR, SOLUTIONS
 
@@ -63,6 +73,8 @@ class Expected:
     score: object  # "full", 0, "partial" (0 < score < max)
     reason: str = ""  # a piece of the reason, when one is expected
     mistake: str | None = None  # the named mistake, for the wrong variants
+    name: str = ""  # the name as written, where it is not the id (an LMS zip)
+    lms_id: str = ""  # the LMS's id of the student (an LMS zip)
 
 
 # ---------------------------------------------------------------- hostile cells
@@ -291,6 +303,86 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             shutil.rmtree(temporary, ignore_errors=True)
 
 
+# ---------------------------------------------------------------- the class as LMSs hand it over
+#: Students of the LMS zips: (name as written, Canvas user id, correct?), in several scripts;
+#: ``zoë`` and ``zoé`` differ by one accent, NFD in the zip for one of them.
+LMS_NAMES = [("zoë", "101", True), ("zoe\u0301", "102", False), ("李雷", "103", True), ("韩梅梅", "104", False),
+             ("josé", "105", True), ("Ольга", "108", True), ("नेहा", "109", True), ("O'Brien", "110", True)]
+#: Notebooks of :func:`make_lms_zips` are of this assignment.
+LMS_ASSIGNMENT = HOSTILE_ASSIGNMENT
+
+
+def with_saved_outputs(nb, size: int) -> bytes:
+    """`nb` as bytes, with a saved plot of about `size` bytes in its first code cell's outputs."""
+    nb = copy.deepcopy(nb)
+    cell = next(c for c in nb.cells if c.cell_type == "code")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo" + "A" * size,
+                                                                 "text/plain": "<Figure size 640x480>"})]
+    return nbformat.writes(nb).encode()
+
+
+def make_lms_zips(out: str | Path, released: dict[str, Path] | None = None) -> dict[str, list[Expected]]:
+    """Write ``canvas.zip``, ``moodle.zip`` and ``collision.zip`` into `out` (see the module docstring).
+
+    Returns the expected outcomes of ``canvas.zip`` and ``moodle.zip`` by zip name, also
+    written as ``expected-<zip>.json``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    a = LMS_ASSIGNMENT
+    temporary = None
+    if released is None:
+        temporary = tempfile.mkdtemp(prefix="bngrade-release-")
+        released = released_notebooks([a], Path(temporary))
+    try:
+        blank = _read(released[a])
+        good = nbformat.writes(correct_notebook(blank, _read(SOLUTIONS / a / f"{a}.ipynb"))).encode()
+        blank_bytes = nbformat.writes(blank).encode()
+    finally:
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
+    canvas, expected = {}, {"canvas": [], "moodle": []}
+
+    def expect(which: str, name: str, lms_id: str, status: str, score, reason: str = "") -> None:
+        written = unicodedata.normalize("NFC", name)
+        expected[which].append(Expected(student_id(name), a, status, score, reason, name=written, lms_id=lms_id))
+
+    for k, (name, lms_id, correct) in enumerate(LMS_NAMES):
+        canvas[f"{name}_{lms_id}_{k + 1}_{a}.ipynb"] = good if correct else blank_bytes
+        expect("canvas", name, lms_id, Status.GRADED, "full" if correct else 0)
+    canvas[f"late_106_6_{a}.ipynb"] = blank_bytes
+    canvas[f"late_106_7_{a}-1.ipynb"] = good
+    expect("canvas", "late", "106", Status.GRADED, "full", f"graded late_106_7_{a}-1.ipynb")
+    canvas[f"plot_LATE_107_11_{a}.ipynb"] = with_saved_outputs(_read_bytes(good), MAX_NOTEBOOK_BYTES + 2**20)
+    expect("canvas", "plot", "107", Status.GRADED, "full", "saved outputs; they were removed before grading")
+    _write_zip(out / "canvas.zip", {n: (d, (2026, 3, 1, 12, 0, 0)) for n, d in canvas.items()})
+    folder = "{}_{}_assignsubmission_file_/{}"
+    moodle = {folder.format("Jane Doe", "4242", f"{a}.ipynb"): (good, (2026, 3, 1, 12, 0, 0)),
+              folder.format("Chloé Dupont", "4243", f"{a}.ipynb"): (blank_bytes, (2026, 3, 1, 9, 0, 0)),
+              folder.format("Chloé Dupont", "4243", f"{a} (1).ipynb"): (good, (2026, 3, 2, 9, 0, 0)),
+              folder.format("Lin Wei 林伟", "4244", f"{a}.ipynb"): (blank_bytes, (2026, 3, 1, 12, 0, 0))}
+    expect("moodle", "Jane Doe", "4242", Status.GRADED, "full")
+    expect("moodle", "Chloé Dupont", "4243", Status.GRADED, "full", f"graded {a} (1).ipynb (the latest file")
+    expect("moodle", "Lin Wei 林伟", "4244", Status.GRADED, 0)
+    _write_zip(out / "moodle.zip", moodle)
+    _write_zip(out / "collision.zip", {f"zoe_201_1_{a}.ipynb": (good, (2026, 3, 1, 12, 0, 0)),
+                                       f"zoe_202_2_{a}.ipynb": (blank_bytes, (2026, 3, 1, 12, 0, 0))})
+    for which, items in expected.items():
+        (out / f"expected-{which}.json").write_text(json.dumps([asdict(e) for e in items], indent=1,
+                                                               ensure_ascii=False))
+    return expected
+
+
+def _read_bytes(data: bytes):
+    return nbformat.reads(data.decode(), as_version=4)
+
+
+def _write_zip(path: Path, entries: dict[str, tuple[bytes, tuple]]) -> None:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, (data, when) in entries.items():
+            z.writestr(zipfile.ZipInfo(name, when), data, zipfile.ZIP_DEFLATED)
+
+
 def _hostile_forge() -> str:
     return (
         "import os, json, numpy as np\n"
@@ -307,8 +399,10 @@ def _hostile_forge() -> str:
     )
 
 
-def load_expected(out: str | Path) -> list[Expected]:
-    return [Expected(**e) for e in json.loads((Path(out) / "expected.json").read_text())]
+def load_expected(out: str | Path, which: str = "") -> list[Expected]:
+    """The expected outcomes in `out`: of the class, or (`which`: canvas, moodle) of an LMS zip."""
+    name = f"expected-{which}.json" if which else "expected.json"
+    return [Expected(**e) for e in json.loads((Path(out) / name).read_text())]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="only this assignment (repeatable; default: all)")
     parser.add_argument("--copies", type=int, default=1, help="students of each correct, blank and wrong kind")
     parser.add_argument("--grading-dir", type=Path, help="the --out folder it will be graded into")
+    parser.add_argument("--lms-zips", action="store_true",
+                        help="write the LMS zips instead (canvas.zip, moodle.zip, collision.zip)")
     args = parser.parse_args(argv)
+    if args.lms_zips:
+        found = make_lms_zips(args.out)
+        print(f"{sum(map(len, found.values()))} students in {Path(args.out)}/canvas.zip and moodle.zip; "
+              f"two who claim one id in collision.zip")
+        return 0
     expected = make_class(args.out, args.assignments, grading_dir=args.grading_dir, copies=args.copies)
     print(f"{len(expected)} students in {Path(args.out) / 'submitted'}; expected outcomes in "
           f"{Path(args.out) / 'expected.json'}")

@@ -17,7 +17,7 @@ def _cli(*args) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command, words", [
     ("grade", ["SUBMISSIONS", "--out", "--assignment", "--workers", "--scheduler", "--timeout", "--force",
-               "--id-pattern", "doejane"]),
+               "--id-pattern", "zoë", "--pick", "--lms"]),
     ("report", ["DIR", "gradebook"]),
 ])
 def test_every_subcommand_has_help(command, words):

@@ -120,3 +120,8 @@ def test_the_speed_request_is_made_only_with_speed():
     assert GradeOptions("in", "out").speed_request() is None
     assert GradeOptions("in", "out", speed=True).speed_request() == SpeedRequest()
     assert GradeOptions("in", "out", speed=True, speed_shape=(64, 8)).speed_request().shape == (64, 8)
+
+
+def test_a_missing_student_keeps_the_name_as_written_and_lms_id():
+    (sub,) = missing_students(["Jane-Doe-abc123"], [], ["bn-torch"], {"Jane-Doe-abc123": ("Jane Doe", "42")})
+    assert (sub.student, sub.name, sub.lms_id, sub.status) == ("Jane-Doe-abc123", "Jane Doe", "42", "missing")

@@ -107,3 +107,12 @@ def test_prepare_is_idempotent(tmp_path):
     folder.prepare(["bn-numpy-forward"])
     assert released.stat().st_mtime_ns != stamp, "a changed source is released again"
     assert folder.meta("source:bn-numpy-forward") == digest
+
+
+def test_names_as_written_and_lms_ids_are_kept(tmp_path):
+    folder = GradingFolder(tmp_path)
+    folder.root.mkdir(exist_ok=True)
+    folder.save_name("Jane-Doe-abc123", "Jane Doe", "4242")
+    folder.save_name("李雷", "李雷")
+    folder.save_name("Jane-Doe-abc123", "Jane Doe")  # a later run without the LMS id keeps it
+    assert folder.names() == {"Jane-Doe-abc123": ("Jane Doe", "4242"), "李雷": ("李雷", "")}

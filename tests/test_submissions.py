@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import csv
+import json
 import stat
+import unicodedata
 import zipfile
 
 import pytest
 
 from autograder.course import spec
-from autograder.grading.submissions import MAX_NOTEBOOK_BYTES, SubmissionsError, collect, sanitize_id
+from autograder.grading.submissions import (
+    MAX_FILE_BYTES,
+    MAX_NOTEBOOK_BYTES,
+    Submission,
+    SubmissionsError,
+    check_ids,
+    collect,
+    student_id,
+)
 
 ASSIGNMENTS = list(spec.ASSIGNMENTS)
 NB = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -90,7 +100,9 @@ def test_canvas_file_names_give_the_student_id(tmp_path):
 
 def test_moodle_folders_give_the_student_id(tmp_path):
     z = _zip(tmp_path / "moodle.zip", {"Jane Doe_4242_assignsubmission_file_/bn-numpy-forward.ipynb": NB})
-    assert list(_by_student(collect(z, ASSIGNMENTS, "bn-numpy-forward"))) == ["Jane-Doe"]
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    assert (sub.student, sub.name, sub.lms_id) == (student_id("Jane Doe"), "Jane Doe", "4242")
+    assert sub.student.startswith("Jane-Doe-")
 
 
 def test_a_custom_pattern_picks_another_part_of_the_name(tmp_path):
@@ -132,13 +144,14 @@ def test_several_notebooks_pick_the_one_named_after_the_assignment(tmp_path):
     assert sub.status is None and sub.data == NB
     z = _zip(tmp_path / "ambiguous.zip", {"ada_1_2_a.ipynb": NB, "ada_1_3_b.ipynb": NB})
     (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
-    assert sub.status == "malformed" and "several notebooks" in sub.problem
+    assert sub.status is None and sub.origin.endswith("ada_1_3_b.ipynb")
+    assert "graded ada_1_3_b.ipynb" in sub.note and "set aside: ada_1_2_a.ipynb" in sub.note
 
 
-def test_an_oversized_notebook_is_malformed_without_being_read(tmp_path):
-    z = _zip(tmp_path / "big.zip", {"big_1_2_x.ipynb": b" " * (MAX_NOTEBOOK_BYTES + 1)})
+def test_an_oversized_file_is_malformed_without_being_read(tmp_path):
+    z = _zip(tmp_path / "big.zip", {"big_1_2_x.ipynb": b" " * (MAX_FILE_BYTES + 1)})
     (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
-    assert sub.status == "malformed" and "larger than" in sub.problem and sub.data is None
+    assert sub.status == "malformed" and "not read" in sub.problem and sub.data is None
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -193,10 +206,117 @@ def test_a_path_that_does_not_exist_is_a_clear_error(tmp_path):
 
 
 def test_ids_are_made_safe_for_folders_and_csv():
-    assert sanitize_id("Jane Doe") == "Jane-Doe"
-    assert sanitize_id("../../etc") == "etc"
-    assert sanitize_id("a,b;c") == "a-b-c"
-    assert sanitize_id("...") == "unknown"
+    for name, slug in [("Jane Doe", "Jane-Doe-"), ("../../etc", "etc-"), ("a,b;c", "a-b-c-"), ("...", "unknown-"),
+                       ("zo*[é]?", "zo-é-")]:
+        got = student_id(name)
+        assert got.startswith(slug) and len(got) == len(slug) + 6, (name, got)
+    assert student_id("a,b;c") != student_id("a;b,c")
+
+
+def test_names_in_any_script_are_their_own_id_in_nfc():
+    for name in ["zoë", "zoé", "josé", "李雷", "韩梅梅", "Ольга", "नमस्ते", "o'neill@uni.edu".replace("'", "")]:
+        assert student_id(name) == unicodedata.normalize("NFC", name)
+    assert student_id("zoe\u0308") == "zoë"  # NFD in, NFC out
+    assert len({student_id(n) for n in ["zoë", "zoé", "zoe", "Zoë"]}) == 4
+    assert len(student_id("x" * 300)) <= 64
+
+
+def test_students_of_every_script_keep_their_own_grade(tmp_path):
+    names = [f"{who}_{k}_{k}_bn-numpy-forward.ipynb" for who, k in
+             [("zoë", 101), ("zoé", 102), ("李雷", 103), ("韩梅梅", 104), ("josé", 105)]]
+    z = _zip(tmp_path / "intl.zip", {n: NB for n in names})
+    subs = _by_student(collect(z, ASSIGNMENTS, "bn-numpy-forward"))
+    assert set(subs) == {"zoë", "zoé", "李雷", "韩梅梅", "josé"}
+    assert all(s.status is None and s.data == NB and s.note == "" for s in subs.values())
+    assert (subs["李雷"].name, subs["李雷"].lms_id) == ("李雷", "103")
+
+
+def test_a_zip_without_the_utf8_flag_still_gives_the_name_as_written(tmp_path):
+    z = tmp_path / "legacy.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr("zoXY_101_1_bn-numpy-forward.ipynb", NB)  # 4 ASCII bytes, as long as zoë in UTF-8
+    z.write_bytes(z.read_bytes().replace(b"zoXY_101", "zoë_101".encode()))  # what an old zip tool writes
+    with zipfile.ZipFile(z) as f:
+        assert not f.infolist()[0].flag_bits & 0x800
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    assert sub.student == "zoë"
+
+
+def test_two_students_claiming_one_id_is_an_error_naming_both_files(tmp_path):
+    z = _zip(tmp_path / "clash.zip", {"zoe_101_1_bn-numpy-forward.ipynb": NB, "zoe_102_2_bn-numpy-forward.ipynb": NB})
+    with pytest.raises(SubmissionsError, match="zoe_101_1_bn-numpy-forward.ipynb.*zoe_102_2_bn-numpy-forward.ipynb"):
+        collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    forged = student_id("Jane Doe")  # a name written as another student's encoded id
+    z = _zip(tmp_path / "forged.zip", {"Jane Doe_7_assignsubmission_file_/bn-numpy-forward.ipynb": NB,
+                                       f"{forged}_8_assignsubmission_file_/bn-numpy-forward.ipynb": NB})
+    with pytest.raises(SubmissionsError, match="two files claim the student id"):
+        collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    z = _zip(tmp_path / "case.zip", {"Ada_1_2_bn-numpy-forward.ipynb": NB, "ada_3_4_bn-numpy-forward.ipynb": NB})
+    with pytest.raises(SubmissionsError, match="'Ada'.*'ada'|'ada'.*'Ada'"):
+        collect(z, ASSIGNMENTS, "bn-numpy-forward")
+
+
+def test_an_id_graded_earlier_for_another_student_is_an_error():
+    sub = Submission("zoe", "bn-numpy-forward", b"{}", "b.zip:zoe_102_2_x.ipynb", lms_id="102")
+    check_ids([sub], {"zoe": ("zoe", "102")})
+    with pytest.raises(SubmissionsError, match="graded earlier in this folder"):
+        check_ids([sub], {"zoe": ("zoe", "101")})
+
+
+def test_canvas_resubmissions_grade_the_highest_number_and_say_so(tmp_path):
+    z = _zip(tmp_path / "late.zip", {"late_106_6_bn-numpy-forward.ipynb": b"{}",
+                                     "late_106_7_bn-numpy-forward-1.ipynb": NB,
+                                     "late_106_5_notes.ipynb": b"{}"})
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    assert sub.status is None and sub.data == NB and sub.origin.endswith("late_106_7_bn-numpy-forward-1.ipynb")
+    assert "graded late_106_7_bn-numpy-forward-1.ipynb (the highest Canvas resubmission number)" in sub.note
+    assert "late_106_6_bn-numpy-forward.ipynb" in sub.note and "late_106_5_notes.ipynb" in sub.note
+
+
+def test_moodle_grades_the_latest_file_of_the_folder(tmp_path):
+    z = tmp_path / "moodle.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        f.writestr(zipfile.ZipInfo("Jane Doe_42_assignsubmission_file_/bn-numpy-forward.ipynb",
+                                   (2026, 3, 2, 12, 0, 0)), NB)
+        f.writestr(zipfile.ZipInfo("Jane Doe_42_assignsubmission_file_/old/bn-numpy-forward.ipynb",
+                                   (2026, 3, 1, 12, 0, 0)), b"{}")
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    assert sub.data == NB and "(the latest file in the Moodle folder)" in sub.note and "set aside" in sub.note
+
+
+def test_pick_overrides_the_lms_rule(tmp_path):
+    z = _zip(tmp_path / "late.zip", {"late_106_6_bn-numpy-forward.ipynb": NB,
+                                     "late_106_7_bn-numpy-forward-1.ipynb": b"{}"})
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward", picks=["late_106_6_bn-numpy-forward.ipynb"])
+    assert sub.data == NB and "picked with --pick" in sub.note
+    with pytest.raises(SubmissionsError, match="is no notebook in the zip"):
+        collect(z, ASSIGNMENTS, "bn-numpy-forward", picks=["nobody.ipynb"])
+    with pytest.raises(SubmissionsError, match="pick one"):
+        collect(z, ASSIGNMENTS, "bn-numpy-forward",
+                picks=["late_106_6_bn-numpy-forward.ipynb", "late_106_7_bn-numpy-forward-1.ipynb"])
+
+
+def _with_outputs(code: str, output_bytes: int) -> bytes:
+    cell = {"cell_type": "code", "metadata": {}, "execution_count": 1, "source": code,
+            "outputs": [{"output_type": "display_data", "metadata": {},
+                         "data": {"image/png": "A" * output_bytes, "text/plain": "<Figure>"}}]}
+    return json.dumps({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}).encode()
+
+
+def test_saved_outputs_do_not_count_against_the_size_cap(tmp_path):
+    big = _with_outputs("x = 1", MAX_NOTEBOOK_BYTES + 2**20)
+    z = _zip(tmp_path / "plot.zip", {"ada_1_2_bn-numpy-forward.ipynb": big})
+    (sub,) = collect(z, ASSIGNMENTS, "bn-numpy-forward")
+    assert sub.status is None and len(sub.data) < 2**10 and "saved outputs" in sub.note
+    (cell,) = json.loads(sub.data)["cells"]
+    assert cell["source"] == "x = 1" and cell["outputs"] == []
+
+
+def test_a_notebook_whose_code_is_too_large_is_malformed_and_says_so(tmp_path):
+    code = _with_outputs("# " + "x" * (MAX_NOTEBOOK_BYTES + 10), 10)
+    (tmp_path / "ada.ipynb").write_bytes(code)
+    (sub,) = collect(tmp_path / "ada.ipynb", ASSIGNMENTS, "bn-numpy-forward")
+    assert sub.status == "malformed" and "even without its saved outputs" in sub.problem and sub.data is None
 
 
 # ---------------------------------------------------------------- end to end

@@ -33,8 +33,9 @@ from autograder.grading.jobs import Answer, Job, Part, SpeedRequest, Status
 from autograder.grading.progress import ProgressView, Summary, print_summary
 from autograder.grading.runners import DaskRunner, GradeError, LocalRunner
 from autograder.grading.store import GradingFolder, Result, known_assignments, write_atomic
-from autograder.grading.submissions import Submission, collect
+from autograder.grading.submissions import Submission, check_ids, collect
 from autograder.grading.worker import ungraded_answer
+from autograder.nbgrader_ext.quiet import quiet_gradebook
 from autograder.notebook import title
 from autograder.output import report
 from autograder.sandbox import Limits, preflight
@@ -58,6 +59,8 @@ class GradeOptions:
     force: bool = False
     id_pattern: str | None = None
     student: str | None = None
+    picks: tuple[str, ...] = ()
+    lms: str | None = None
     progress: bool = True
     speed: bool = False
     speed_shape: tuple[int, int] | None = None
@@ -109,10 +112,16 @@ def to_grade(subs: list[Submission], done: Mapping[tuple[str, str], Result], sou
             or (force and s.status != Status.MISSING) or (timed is not None and needs_speed(s, timed))]
 
 
-def missing_students(students: list[str], subs: list[Submission], assignments: list[str]) -> list[Submission]:
-    """Students the gradebook knows (`students`, from earlier runs) with nothing handed in this time."""
+def missing_students(students: list[str], subs: list[Submission], assignments: list[str],
+                     names: Mapping[str, tuple[str, str]] | None = None) -> list[Submission]:
+    """Students the gradebook knows (`students`, from earlier runs) with nothing handed in this time.
+
+    ``names``: id -> (name as written, LMS id), as the grading folder keeps them.
+    """
     present = {(s.student, s.assignment) for s in subs}
-    return [Submission(s, a, status=Status.MISSING, problem=f"no submission for {a}")
+    names = names or {}
+    return [Submission(s, a, status=Status.MISSING, problem=f"no submission for {a}", name=names.get(s, ("", ""))[0],
+                       lms_id=names.get(s, ("", ""))[1])
             for s in sorted(students) for a in assignments if (s, a) not in present]
 
 
@@ -125,14 +134,18 @@ def grading_order(subs: list[Submission]) -> list[Submission]:
 def grade(options: GradeOptions, console: Console | None = None) -> Summary:
     """Grade `options.submissions` into `options.out` (see the module docstring)."""
     console = console or Console(stderr=True)
+    quiet_gradebook()
     started = time.monotonic()
     folder = GradingFolder(options.out)
-    subs = collect(options.submissions, known_assignments(), options.assignment, options.id_pattern, options.student)
+    subs = collect(options.submissions, known_assignments(), options.assignment, options.id_pattern, options.student,
+                   options.picks)
+    names = folder.names()
+    check_ids(subs, names)  # before anything is written
     used = sorted({s.assignment for s in subs})
     if not options.scheduler and any(s.status is None for s in subs):
         preflight()  # bubblewrap missing, user namespaces off...: say so once, before anything
     folder.prepare(used)
-    subs += missing_students(folder.students(), subs, used)
+    subs += missing_students(folder.students(), subs, used, names)
     sources = {a: folder.meta(f"source:{a}") or "" for a in used}
     todo = to_grade(subs, folder.results(), sources, options.force, folder.speeds() if options.speed else None)
     summary = Summary(skipped=len(subs) - len(todo))
@@ -141,6 +154,8 @@ def grade(options: GradeOptions, console: Console | None = None) -> Summary:
                       "(pass --force to grade them again).")
         if not (folder.root / "grades.csv").exists():
             report.write_all(folder)
+        if options.lms:
+            summary.lms_files, summary.lms_left_out = report.write_lms(folder, options.lms)
         summary.seconds = time.monotonic() - started
         return summary
     parts = {a: _parts(folder, a) for a in used}
@@ -149,7 +164,8 @@ def grade(options: GradeOptions, console: Console | None = None) -> Summary:
     to_run = grading_order([s for s in todo if s.status is None])
     with ProgressView(console, len(todo), options.progress) as view:
         for sub in direct:
-            answer = ungraded_answer(sub.student, sub.assignment, sub.status, sub.problem or "", parts[sub.assignment])
+            answer = ungraded_answer(sub.student, sub.assignment, sub.status, sub.problem or "", parts[sub.assignment],
+                                     sub.name, sub.note)
             summary.results.append(writer.store(sub, answer))
             view.advance(answer.status)
         if to_run:
@@ -159,7 +175,7 @@ def grade(options: GradeOptions, console: Console | None = None) -> Summary:
                         student_id=s.student, assignment=s.assignment, notebook=s.data,
                         seed=folder.seed(s.student, s.assignment), kind=kind_of(s.assignment),
                         parts=parts[s.assignment], cell_order=orders[s.assignment], limits=limits,
-                        nbgrader_config=config, speed=request)
+                        nbgrader_config=config, speed=request, student_name=s.name, note=s.note)
                     for s in to_run}
             subs_by_key = {(s.student, s.assignment): s for s in to_run}
             kinds = sorted({job.kind for job in jobs.values()})
@@ -179,6 +195,8 @@ def grade(options: GradeOptions, console: Console | None = None) -> Summary:
     for r in summary.results:
         summary.statuses[r.status] = summary.statuses.get(r.status, 0) + 1
     report.write_all(folder)
+    if options.lms:
+        summary.lms_files, summary.lms_left_out = report.write_lms(folder, options.lms)
     summary.seconds = time.monotonic() - started
     return summary
 
@@ -232,7 +250,8 @@ class _Writer:
                 write_atomic(f.submitted(student, assignment).with_name("timestamp.txt"),
                              sub.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f %Z"))
         with Gradebook(f.db_url) as gb:  # separate sessions, as nbgrader's Autograde does
-            gb.update_or_create_student(student)
+            gb.update_or_create_student(student, **({"lms_user_id": sub.lms_id} if sub.lms_id else {}))
+        f.save_name(student, sub.name, sub.lms_id)
         if answer.status != Status.MISSING:
             kwargs = {"timestamp": sub.timestamp.replace(tzinfo=None)} if sub.timestamp else {}
             with Gradebook(f.db_url) as gb:

@@ -69,6 +69,9 @@ class Job:
         limits: what the notebook may use.
         nbgrader_config: the course's nbgrader settings (a traitlets Config as a dict).
         speed: time the notebook's ``BatchNorm1d`` too. Default: None (no).
+        student_name: the student's name as written, for the feedback. Default: the id.
+        note: what collecting decided (which file of several was graded, outputs removed),
+            added to the reason. Default: empty.
     """
 
     student_id: str
@@ -81,6 +84,8 @@ class Job:
     limits: Limits
     nbgrader_config: dict
     speed: SpeedRequest | None = None
+    student_name: str = ""
+    note: str = ""
 
 
 @dataclass
@@ -120,6 +125,7 @@ class Answer:
         score, max_score: the total points.
         seconds: how long grading took.
         speed: the ``--speed`` entry (:mod:`autograder.output.speed`), or None.
+        student_name: the student's name as written (the feedback shows it). Default: the id.
     """
 
     student_id: str
@@ -134,12 +140,16 @@ class Answer:
     max_score: float = 0.0
     seconds: float = 0.0
     speed: dict | None = None
+    student_name: str = ""
+
+    def __post_init__(self) -> None:
+        self.student_name = self.student_name or self.student_id
 
     @classmethod
     def ungraded(cls, student_id: str, assignment: str, status: str, reason: str,
-                 parts: dict[str, Part]) -> Answer:
+                 parts: dict[str, Part], student_name: str = "") -> Answer:
         """A submission that did not run (missing, malformed): every part scores 0."""
         return cls(student_id, assignment, status, reason,
                    parts={gid: PartResult(title=p.title, passed=False, max_score=float(p.points))
                           for gid, p in parts.items()},
-                   max_score=float(sum(p.points for p in parts.values())))
+                   max_score=float(sum(p.points for p in parts.values())), student_name=student_name)

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -29,6 +30,8 @@ class Summary:
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     results: list[Result] = field(default_factory=list)
+    lms_files: list[Path] = field(default_factory=list)
+    lms_left_out: list[str] = field(default_factory=list)
 
     @property
     def notebooks_run(self) -> int:
@@ -86,12 +89,15 @@ def print_summary(summary: Summary, course_dir: str, console: Console) -> None:
         rows[r.assignment][r.status] = rows[r.assignment].get(r.status, 0) + 1
         if r.status != Status.MISSING:
             scores.setdefault(r.assignment, []).append(r.score / r.max_score if r.max_score else 0.0)
+    # one row per assignment, no vertical rules: it fits 80 columns with every assignment's name whole
     table = Table(title=f"Graded {summary.graded_now} submissions ({summary.notebooks_run} notebooks) in "
-                        f"{summary.seconds:.1f} s: {summary.per_minute:.1f} notebooks/minute")
-    table.add_column("assignment")
+                        f"{summary.seconds:.1f} s: {summary.per_minute:.1f} notebooks/minute",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="mean: the mean score of the notebooks handed in")
+    table.add_column("assignment", no_wrap=True, min_width=max([len(a) for a in rows] + [10]))
     for status in STATUSES:
-        table.add_column(status, justify="right")
-    table.add_column("mean score (handed in)", justify="right")
+        table.add_column(status, justify="right", no_wrap=True)
+    table.add_column("mean", justify="right", no_wrap=True)
     for assignment in sorted(rows):
         got = scores.get(assignment, [])
         mean = f"{sum(got) / len(got):.0%}" if got else "-"
@@ -106,4 +112,15 @@ def print_summary(summary: Summary, course_dir: str, console: Console) -> None:
         console.print(f"[red]{len(summary.errors)} submissions were not graded because of grader errors; "
                       "run the same command again to retry them.[/red]")
     root = Path(course_dir)
-    console.print(f"Grades: {root / 'grades.csv'}\nReport: {root / 'report.html'}\nFeedback: {root / 'feedback'}/")
+    console.print(f"Grades: {root / 'grades.csv'}\nReport: {root / 'report.html'}\nFeedback: {root / 'feedback'}/",
+                  highlight=False)
+    print_lms(summary, console)
+
+
+def print_lms(summary: Summary, console: Console) -> None:
+    """Where ``--lms`` wrote, and who it left out (no LMS id in their file names)."""
+    for path in summary.lms_files:
+        console.print(f"For the LMS: {path}", highlight=False)
+    if summary.lms_left_out:
+        console.print(f"[yellow]Not in the LMS file[/yellow] (no LMS id in their file names): "
+                      f"{', '.join(summary.lms_left_out)}", highlight=False)

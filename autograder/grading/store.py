@@ -20,7 +20,9 @@ the judge's messages and named mistakes, a fingerprint of the notebook graded) l
 table ``bngrade_result``, one row per student and assignment, written after nbgrader's grades;
 it is what makes a run resumable, and what ``report`` reads besides nbgrader's scores. An
 ungraded ``--speed`` measurement (:mod:`autograder.output.speed`) goes into ``bngrade_speed``, kept
-with the fingerprint of the notebook it timed.
+with the fingerprint of the notebook it timed. ``bngrade_student`` keeps each student's name as
+written and LMS id (:mod:`autograder.grading.submissions`), which the CSVs, the report and the
+feedback show and the LMS files need.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ CREATE TABLE IF NOT EXISTS bngrade_result (
     PRIMARY KEY (student_id, assignment)
 );
 CREATE TABLE IF NOT EXISTS bngrade_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bngrade_student (
+    student_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    lms_id TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS bngrade_speed (
     student_id TEXT NOT NULL,
     assignment TEXT NOT NULL,
@@ -245,6 +252,24 @@ class GradingFolder:
                 return [r[0] for r in db.execute("SELECT id FROM student")]
         except sqlite3.Error:
             return []
+
+    def names(self) -> dict[str, tuple[str, str]]:
+        """student id -> (name as written, LMS id) of every student graded in this folder."""
+        if not self.db_path.exists():
+            return {}
+        with self.db() as db:
+            db.executescript(_SCHEMA)
+            return {sid: (name, lms_id) for sid, name, lms_id in
+                    db.execute("SELECT student_id, name, lms_id FROM bngrade_student")}
+
+    def save_name(self, student: str, name: str, lms_id: str = "") -> None:
+        """Keep `student`'s name as written and LMS id (an LMS id once known is kept)."""
+        with self.db() as db:
+            db.executescript(_SCHEMA)
+            db.execute("INSERT INTO bngrade_student (student_id, name, lms_id) VALUES (?, ?, ?) "
+                       "ON CONFLICT(student_id) DO UPDATE SET name = excluded.name, "
+                       "lms_id = CASE WHEN excluded.lms_id != '' THEN excluded.lms_id ELSE lms_id END",
+                       (student, name or student, lms_id))
 
     def speeds(self) -> dict[tuple[str, str], dict]:
         """(student, assignment) -> the ``--speed`` entry (:mod:`autograder.output.speed`) of the notebook graded."""

@@ -43,11 +43,12 @@ from nbgrader.utils import determine_grade
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
+from autograder import judging
 from autograder.grading import process
 from autograder.grading.classify import cell_notes, classify, reason
 from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
 from autograder.inside import scenarios
-from autograder import judging
+from autograder.nbgrader_ext.quiet import quiet_gradebook
 from autograder.notebook import is_test, student_source, title
 from autograder.output import feedback, speed
 from autograder.sandbox import RunResult, SandboxError
@@ -71,6 +72,7 @@ def grade_notebook(job: Job, gradebook: bytes) -> Answer:
     machinery fails (then nothing is recorded and a rerun grades it again).
     """
     started = time.monotonic()
+    quiet_gradebook()
     process.private_caches()
     try:
         nb = read_notebook(job.notebook)
@@ -81,11 +83,11 @@ def grade_notebook(job: Job, gradebook: bytes) -> Answer:
     except Exception as exc:  # noqa: BLE001 - nbgrader refused the notebook's metadata or structure
         return _ungraded(job, Status.MALFORMED,
                          f"nbgrader could not read the notebook's grading metadata: {_one_line(exc)}", started)
-    answer = Answer(job.student_id, job.assignment)
+    answer = Answer(job.student_id, job.assignment, student_name=job.student_name)
     run = _execute(nb, job)
     _judge(nb, run, job, answer)
     outcome = classify(run, job.limits)
-    answer.status, answer.reason = outcome.status, reason(outcome, notes + run.problems)
+    answer.status, answer.reason = outcome.status, reason(outcome, notes + run.problems + _notes(job.note))
     if job.speed and job.kind == "torch":
         _speed(nb, job, answer)
     return _finish(answer, job, nb, started)
@@ -244,15 +246,24 @@ def _speed(nb, job: Job, answer: Answer) -> None:
         answer.speed = speed.not_timed(f"not timed: the grader could not time it ({_one_line(exc)})")
 
 
-def ungraded_answer(student_id: str, assignment: str, status: str, why: str, parts: dict[str, Part]) -> Answer:
-    """The answer, with its feedback page, for a submission that did not run: every part scores 0."""
-    answer = Answer.ungraded(student_id, assignment, status, why, parts)
+def ungraded_answer(student_id: str, assignment: str, status: str, why: str, parts: dict[str, Part],
+                    student_name: str = "", note: str = "") -> Answer:
+    """The answer, with its feedback page, for a submission that did not run: every part scores 0.
+
+    `note`: what collecting decided (:attr:`~autograder.grading.jobs.Job.note`), after `why`.
+    """
+    answer = Answer.ungraded(student_id, assignment, status, "; ".join(t for t in (why, note) if t), parts,
+                             student_name)
     answer.feedback = feedback.render(answer, None)
     return answer
 
 
+def _notes(note: str) -> list[str]:
+    return [note] if note else []
+
+
 def _ungraded(job: Job, status: str, why: str, started: float) -> Answer:
-    answer = ungraded_answer(job.student_id, job.assignment, status, why, job.parts)
+    answer = ungraded_answer(job.student_id, job.assignment, status, why, job.parts, job.student_name, job.note)
     answer.seconds = round(time.monotonic() - started, 3)
     return answer
 

@@ -135,7 +135,7 @@ def _speed(entry: dict | None) -> str:
 
 def render(answer: Answer, nb=None) -> str:
     """The feedback page for one graded (or ungraded: `nb` None) submission."""
-    student, assignment = html.escape(answer.student_id), html.escape(answer.assignment)
+    student, assignment = html.escape(answer.student_name or answer.student_id), html.escape(answer.assignment)
     status = answer.status
     parts = answer.parts
     rows = []

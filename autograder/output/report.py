@@ -10,9 +10,12 @@ autograder's ``bngrade_result`` table (how each run ended, why, which mistakes w
 
 ``status`` is one of graded, timeout, crashed, memory, malformed, missing; ``reason`` says why
 (empty for a clean run); each ``<part>`` column (a graded test cell's id) holds the points that
-row earned on that part, empty for a part of another assignment. After ``grade --speed``, a last
+row earned on that part, empty for a part of another assignment. After ``grade --speed``, a
 column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time over
-``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`).
+``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`). The last two columns
+(:data:`NAME_FIELDS`) are the student's name as written and LMS id
+(:mod:`autograder.grading.submissions`). ``--lms canvas|moodle`` also writes the LMS's own import
+file (:mod:`autograder.output.lms`).
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
@@ -34,11 +37,16 @@ from nbgrader.api import Gradebook
 
 from autograder.grading.jobs import STATUSES, Status
 from autograder.grading.store import GradingFolder, write_atomic
+from autograder.nbgrader_ext.quiet import quiet_gradebook
+from autograder.output import lms as lms_files
 from autograder.output import speed
 
-__all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD"]
+__all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD",
+           "NAME_FIELDS", "write_lms"]
 
 CSV_FIELDS = ["student_id", "assignment", "score", "max_score", "status", "reason"]
+#: The student's name as written and the LMS's id of the student: the CSV's last columns.
+NAME_FIELDS = ["name", "lms_id"]
 #: The ungraded column ``grade --speed`` adds: forward+backward time over nn.BatchNorm1d's.
 SPEED_FIELD = "speed_vs_nn"
 
@@ -50,6 +58,7 @@ def gradebook_scores(course: GradingFolder) -> dict[tuple[str, str], dict[str, f
     ``auto_score``), plus any extra credit, read through its API.
     """
     out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    quiet_gradebook()
     with Gradebook(course.db_url) as gb:
         for assignment in gb.assignments:
             for submission in assignment.submissions:
@@ -67,6 +76,7 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
     """
     results = course.results()
     speeds = course.speeds()
+    names = course.names()
     scores = gradebook_scores(course)
     part_names: list[str] = []
     out = []
@@ -82,6 +92,8 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
                     "status": r.status, "reason": r.reason, **{g: _num(v) for g, v in parts.items()}})
         if speeds:
             out[-1][SPEED_FIELD] = speed.cell_text(speeds.get((student, assignment)))
+        name, lms_id = names.get(student, (student, ""))
+        out[-1].update(name=name, lms_id=lms_id, graded_at=r.graded_at)
     if speeds:
         part_names.append(SPEED_FIELD)
     return out, part_names
@@ -94,7 +106,8 @@ def _num(x: float) -> str:
 def write_csv(course: GradingFolder) -> Path:
     table, parts = rows(course)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts + NAME_FIELDS, restval="", lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     writer.writerows(table)
     path = course.root / "grades.csv"
@@ -205,7 +218,7 @@ def write_html(course: GradingFolder) -> Path:
         mistakes_html = "<p>No named mistake was found.</p>"
     trouble = [r for r in table if r["status"] != Status.GRADED or r["reason"]]
     trouble_html = ("<table><tr><th>student</th><th>assignment</th><th>status</th><th>score</th><th>reason</th></tr>"
-                    + "".join(f"<tr><td>{html.escape(r['student_id'])}</td><td>{html.escape(r['assignment'])}</td>"
+                    + "".join(f"<tr><td>{html.escape(r['name'])}</td><td>{html.escape(r['assignment'])}</td>"
                               f"<td>{html.escape(r['status'])}</td><td>{r['score']} / {r['max_score']}</td>"
                               f"<td>{html.escape(r['reason'])}</td></tr>" for r in trouble)
                     + "</table>") if trouble else "<p>Every submission ran cleanly.</p>"
@@ -261,6 +274,16 @@ def _speed_html(course: GradingFolder) -> str:
 def write_all(course: GradingFolder) -> tuple[Path, Path]:
     """Rewrite grades.csv and report.html from the gradebook."""
     return write_csv(course), write_html(course)
+
+
+def write_lms(course: GradingFolder, lms: str) -> tuple[list[Path], list[str]]:
+    """Rewrite `lms`'s import file (``canvas``, ``moodle``); returns it and the students left out."""
+    texts, left_out = lms_files.files(rows(course)[0], lms)
+    paths = []
+    for name, text in texts.items():
+        paths.append(course.root / name)
+        write_atomic(paths[-1], text)
+    return paths, left_out
 
 
 def rebuild(directory: str) -> tuple[Path, Path]:
