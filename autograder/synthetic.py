@@ -18,7 +18,7 @@ layout) and ``_build/demo-class/expected.json``, the outcome each student must g
   something a grader must survive (:data:`HOSTILE`): loops forever, exits, crashes, bombs
   memory or processes, prints a gigabyte, writes the gradebook, reads the solutions, opens a
   socket, monkeypatches the test helpers or the probe, forges records, deletes, duplicates
-  or edits graded cells;
+  or edits graded cells, or strips nbgrader's metadata (with and without the graded names);
 - ``malformed-json``, ``malformed-not-a-notebook``, and ``missing-<assignment>`` (a student
   folder without the notebook).
 
@@ -182,7 +182,7 @@ def _insert_after_first_solution(nb, source: str):
 
 
 def _structural(nb, case: str):
-    """Graded cells deleted, duplicated or edited, their points changed."""
+    """Graded cells deleted, duplicated or edited, their points changed; nbgrader's metadata stripped."""
     nb = copy.deepcopy(nb)
     tests = [i for i, c in enumerate(nb.cells) if is_test(c)]
     if case == "delete_cells":
@@ -197,6 +197,11 @@ def _structural(nb, case: str):
         for i in tests:
             nb.cells[i].source = "pass"
             nb.cells[i].metadata.nbgrader["points"] = 1000
+    elif case in ("strip_metadata", "strip_definitions"):  # re-created in another editor: no nbgrader metadata
+        for cell in nb.cells:
+            cell.metadata.pop("nbgrader", None)
+        if case == "strip_definitions":  # ... and none of the student's functions
+            nb.cells = [c for c in nb.cells if "def " not in c.source and "class " not in c.source]
     return nb
 
 
@@ -285,6 +290,11 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             expected.append(Expected("hostile-duplicate_cells", a, Status.GRADED, "full", "appears 2 times"))
             put("hostile-edit_tests", a, _structural(good, "edit_tests"))
             expected.append(Expected("hostile-edit_tests", a, Status.GRADED, "full"))
+            put("hostile-strip_metadata", a, _structural(good, "strip_metadata"))
+            expected.append(Expected("hostile-strip_metadata", a, Status.GRADED, "full", "no nbgrader metadata"))
+            put("hostile-strip_definitions", a, _structural(rel, "strip_definitions"))
+            expected.append(Expected("hostile-strip_definitions", a, Status.MALFORMED, 0,
+                                     "defines none of the graded names"))
             put("malformed-json", a, data=b'{"cells": [ {"cell_type": "code", "source": "1 +')
             expected.append(Expected("malformed-json", a, Status.MALFORMED, 0, "not valid JSON"))
             put("malformed-not-a-notebook", a, data=b'["a", "list"]')
