@@ -6,8 +6,10 @@ Builds one synthetic class (:mod:`autograder.synthetic`) of at least 40 notebook
 three assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
 that are safe to run *without* a sandbox: an infinite loop, ``os._exit``, ``sys.exit()``, a
 segfault, a socket, reading the solutions, deleted, duplicated and edited graded cells,
-monkeypatched helpers, forged records, a file that is not JSON), then grades it twice on this
-machine, one after the other:
+stripped metadata, monkeypatched helpers, forged records, a file that is not JSON), and the
+students of the synthetic Canvas zip (:func:`autograder.synthetic.make_lms_zips`: names in
+several scripts, the file a resubmission rule picks, a notebook with 21 MB of saved outputs,
+each as handed in), then grades it twice on this machine, one after the other:
 
 1. ``python -m autograder grade`` into a fresh folder (timed from the command's start, so it
    includes making that folder a course directory, starting the workers and writing the
@@ -33,17 +35,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
+from autograder.grading.store import known_assignments
+from autograder.grading.submissions import collect
 from autograder.nbgrader_ext.release import tools_on_path
 from autograder.paths import NBGRADER_CONFIG, REPO_DIR, SOLUTIONS
 from autograder.sandbox import is_root, warm_available
-from autograder.synthetic import make_class
+from autograder.synthetic import LMS_ASSIGNMENT, make_class, make_lms_zips
 
 #: Hostile cases that plain nbgrader survives without a sandbox.
 SAFE_HOSTILE = ("infinite_loop", "os_exit", "sys_exit", "segfault", "socket", "read_solutions",
                 "monkeypatch_helpers", "forge_records", "delete_cells", "duplicate_cells", "edit_tests",
-                "malformed-json")
+                "strip_metadata", "strip_definitions", "malformed-json")
 
 
 def build_class(root: Path, copies: int) -> list[tuple[str, str]]:
@@ -64,7 +69,25 @@ def build_class(root: Path, copies: int) -> list[tuple[str, str]]:
     for folder in (root / "submitted").iterdir():
         if not any((folder / a).is_dir() for _, a in keep):
             shutil.rmtree(folder)
-    return keep
+    return keep + lms_students(root)
+
+
+def lms_students(root: Path) -> list[tuple[str, str]]:
+    """The synthetic Canvas zip's students, added to root/submitted in nbgrader's layout.
+
+    Each gets the file the LMS's rule picks, as handed in (its saved outputs too), in the
+    folder named by its student id: both graders read the same bytes.
+    """
+    make_lms_zips(root / "zips")
+    zip_path = root / "zips" / "canvas.zip"
+    out = []
+    with zipfile.ZipFile(zip_path) as z:
+        for sub in collect(zip_path, known_assignments(), LMS_ASSIGNMENT):
+            target = root / "submitted" / sub.student / sub.assignment / f"{sub.assignment}.ipynb"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(z.read(sub.origin.rsplit(":", 1)[1]))
+            out.append((sub.student, sub.assignment))
+    return out
 
 
 def time_ours(submitted: Path, out: Path, workers: int, timeout: float) -> float:
