@@ -43,11 +43,11 @@ from nbgrader.utils import determine_grade
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
+from autograder import judging
 from autograder.grading import process
 from autograder.grading.classify import cell_notes, classify, reason
 from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
 from autograder.inside import scenarios
-from autograder import judging
 from autograder.notebook import is_test, student_source, title
 from autograder.output import feedback, speed
 from autograder.sandbox import RunResult, SandboxError
