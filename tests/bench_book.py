@@ -81,7 +81,9 @@ def main() -> None:
         ]:
             print(f"{name:44s} {run['wall']:8.1f} {run['user']:8.1f} {run['sys']:7.1f} "
                   f"{run['wall'] / full['wall']:11.3f}")
-        verdict = lambda ok: "met" if ok else "MISSED"
+        def verdict(ok: bool) -> str:
+            return "met" if ok else "MISSED"
+
         print(f"\ngoal, full build <= {FULL_BUILD_GOAL_S:.0f} s: {verdict(full['wall'] <= FULL_BUILD_GOAL_S)}")
         print(f"goal, unchanged rebuild <= {REBUILD_GOAL:.0%} of it: "
               f"{verdict(again['wall'] <= REBUILD_GOAL * full['wall'])} (--all), "

@@ -39,7 +39,8 @@ def solution_sources(assignment: str) -> dict[str, str]:
     for cell in solution_notebook(assignment).cells:
         meta = _nbgrader(cell)
         if meta.get("solution"):
-            lines = [l for l in cell.source.splitlines() if "### BEGIN SOLUTION" not in l and "### END SOLUTION" not in l]
+            lines = [line for line in cell.source.splitlines()
+                     if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line]
             out[meta["grade_id"]] = "\n".join(lines)
     return out
 

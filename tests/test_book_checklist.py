@@ -42,7 +42,8 @@ SEED_FACTS: list[Fact] = [
     Fact("it zero-centres and normalizes each input",
          "book/idea", "what-bn-does", ("centred on zero", "normalizes", "every input")),
     Fact("then scales and shifts the result with two new parameter vectors per layer, one to scale, one to shift",
-         "book/idea", "what-bn-does", ("two vectors of new parameters per batch-norm layer", r"\gamma", r"\beta", "scale")),
+         "book/idea", "what-bn-does",
+         ("two vectors of new parameters per batch-norm layer", r"\gamma", r"\beta", "scale")),
     Fact("so the model learns the optimal scale and mean of each of the layer's inputs",
          "book/scale-shift", "chapter-scale-shift", ("learns which mean", "which scale", "each input")),
     # -- mini-batch statistics in training

@@ -18,7 +18,7 @@ INSIDE = ROOT / "autograder" / "inside"
 FILES = sorted(p for p in INSIDE.rglob("*.py") if "__pycache__" not in p.parts)
 
 #: Files that may import torch, inside a function (their sandbox may lack it).
-TORCH_USERS = {"scenarios/bn_torch.py", "watch.py"}
+TORCH_USERS = {"scenarios/bn_torch.py", "timing.py", "watch.py"}
 #: (file, module) imports of the trusted side allowed inside a function: local mode only.
 TRUSTED_EXCEPTIONS = {("probe.py", "autograder")}
 
@@ -61,7 +61,7 @@ def test_inside_imports_only_the_standard_library_numpy_and_itself(path):
 
 
 def test_the_sandbox_mounts_every_file_of_inside():
-    from autograder.sandbox import project_files
+    from autograder.sandbox.mounts import project_files
 
     mounted = {inside for _, inside in project_files()}
     for path in FILES:

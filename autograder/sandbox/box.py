@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import autograder.sandbox.slots as slots
 from autograder.inside import executor, protocol
-from autograder.sandbox import slots
 from autograder.sandbox.limits import Limits
 from autograder.sandbox.monitor import Monitor, kill_process
 from autograder.sandbox.mounts import CHANNEL, LIB, PACKAGES, SCRATCH, bwrap_args

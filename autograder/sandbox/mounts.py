@@ -18,9 +18,9 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import autograder.sandbox.slots as slots
 from autograder.inside import executor
 from autograder.paths import REPO_DIR
-from autograder.sandbox import slots
 from autograder.sandbox.limits import Limits
 from autograder.sandbox.result import SandboxError
 

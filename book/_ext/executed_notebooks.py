@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+from jupyter_cache import get_cache
 from sphinx.application import Sphinx
 from sphinx.util import logging
 
@@ -35,8 +36,6 @@ def merge_cached_outputs(app: Sphinx, doctree) -> None:
     nb = nbformat.read(path, as_version=4)
     if _has_outputs(nb):
         return
-    from jupyter_cache import get_cache
-
     try:
         _, merged = get_cache(config.execution_cache_path).merge_match_into_notebook(nb)
     except KeyError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import pickle
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.multiprocessing import ProcessRaisedException
 
 __all__ = ["run_processes", "LOOPBACK"]
 
@@ -55,6 +57,11 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, folder: str, time
     try:
         result = fn(rank, world_size, *args)
         torch.save(result, Path(folder) / f"result-{rank}.pt")
+    except BaseException:
+        # Stamp the moment of failure before leaving the group: leaving makes the other
+        # processes fail too, and the run must report the one that failed first.
+        (Path(folder) / f"failed-{rank}").write_text(str(time.time_ns()))
+        raise
     finally:
         dist.destroy_process_group()
     # Done, and the result is on disk: leave now. A spawned process otherwise ends through the
@@ -77,6 +84,37 @@ def _stop(context: mp.ProcessContext) -> None:
         process.join()
     for name in context.error_files:
         Path(name).unlink(missing_ok=True)
+
+
+def _first_error(context: mp.ProcessContext, folder: str, seen: ProcessRaisedException) -> ProcessRaisedException:
+    """The error of the process that failed first, once the others have had a moment to end.
+
+    When one process raises, the others usually fail a moment later in their next collective
+    ("connection reset by peer"), and ``context.join`` reports whichever it finds first. Each
+    process stamps the moment its ``fn`` failed (see ``_entry``); the earliest is the cause.
+    """
+    settle = time.monotonic() + 2.0
+    while any(p.is_alive() for p in context.processes) and time.monotonic() < settle:
+        time.sleep(0.05)
+    stamps = sorted((int(p.read_text() or 0), int(p.name.split("-")[1])) for p in Path(folder).glob("failed-*"))
+    if not stamps or stamps[0][1] == seen.error_index:
+        return seen
+    rank = stamps[0][1]
+    name = context.error_files[rank]
+    if not (os.path.exists(name) and os.path.getsize(name) > 0):
+        return seen
+    with open(name, "rb") as fh:
+        trace = pickle.load(fh)  # written by torch.multiprocessing's own wrapper of this run
+    msg = f"\n\n-- Process {rank} terminated with the following error:\n{trace}"
+    return ProcessRaisedException(msg, rank, context.processes[rank].pid)
+
+
+def _join(context: mp.ProcessContext, folder: str, timeout: float) -> bool:
+    """``context.join(timeout)``, raising the error of the process that failed first."""
+    try:
+        return context.join(timeout=timeout)
+    except ProcessRaisedException as seen:
+        raise _first_error(context, folder, seen) from None
 
 
 def run_processes(
@@ -120,7 +158,7 @@ def run_processes(
             start_method="spawn",
         )
         try:
-            while not context.join(timeout=0.2):
+            while not _join(context, folder, timeout=0.2):
                 if time.monotonic() > deadline:
                     alive = [p.pid for p in context.processes if p.is_alive()]
                     raise TimeoutError(
