@@ -1,6 +1,8 @@
 # The two commands a fresh machine needs (see README.md):
 #   make        set up, release the student notebooks, build the book
 #   make test   set up, run the whole test suite (what CI runs: .ci/run)
+#   make gpu-check   on a CUDA machine: the cuda tests, Triton and a student layer against
+#               nn.BatchNorm1d, the benchmark at the goal shapes (tests/gpu_check.py; < 5 min)
 #   make publish   build, then push the site to the gh-pages branch (README.md, "Publishing")
 # Everything is created inside this checkout: the virtual environment in .venv/,
 # build outputs in _build/. System packages (bubblewrap for the grading sandbox,
@@ -18,7 +20,7 @@ SYSTEM_PACKAGES := bubblewrap chromium
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := all
-.PHONY: all test setup python system mathjax release book book-bench publish publish-site clean constraints
+.PHONY: all test setup python system mathjax release book book-bench gpu-check publish publish-site clean constraints
 
 all: setup release book
 
@@ -65,6 +67,12 @@ book: python mathjax
 # Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
 book-bench: python mathjax release
 	$(PY) tests/bench_book.py
+
+# The GPU check (tests/gpu_check.py): writes _build/gpu-check/gpu-check.json. Without a GPU,
+# GPU_CHECK_ARGS=--cpu runs its small CPU version (the tests run it too).
+GPU_CHECK_ARGS ?=
+gpu-check: python
+	$(PY) tests/gpu_check.py $(GPU_CHECK_ARGS)
 
 # Publishing on GitHub Pages from a branch (the workflow in .github/workflows/book.yml is the
 # other way): ghp-import commits SITE, plus a .nojekyll, to PUBLISH_BRANCH and force-pushes it

@@ -6,6 +6,11 @@ import contextlib
 import io
 import json
 import math
+import os
+import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -59,6 +64,90 @@ def test_bandwidth_is_bytes_that_must_move_over_time(quick):
         assert r["bandwidth"] == pytest.approx(bench.bytes_moved(r["shape"], r["mode"]) / r["seconds"])
         assert r["roofline"] == pytest.approx(r["bandwidth"] / report["copy_bandwidth"])
         assert r["roofline"] > 0
+
+
+def test_each_time_is_the_median_over_rounds_with_their_spread(quick):
+    measured = [r for r in quick["report"]["results"] if r["seconds"] is not None]
+    for r in measured:
+        assert len(r["round_seconds"]) == quick["report"]["config"]["rounds"]
+        assert r["seconds"] == pytest.approx(statistics.median(r["round_seconds"]))
+        assert r["spread"] == pytest.approx(bench.spread(r["round_seconds"]))
+
+
+def test_report_records_the_run_s_noise_and_the_table_shows_the_spread(quick):
+    noise = quick["report"]["noise"]
+    assert noise["spread_limit"] == bench.SPREAD_LIMIT and isinstance(noise["warnings"], list)
+    assert noise["max_spread"] == max(r["spread"] for r in quick["report"]["results"] if r["spread"] is not None)
+    assert len(noise["load_average_before"]) == 3 and noise["other_cores"] >= 0
+    assert "±" in quick["printed"] and "the median over rounds" in quick["printed"]
+    for warning in noise["warnings"]:  # a busy machine while the suite ran: said in the table too
+        assert f"WARNING: {warning}" in quick["printed"]
+
+
+def test_spread_is_the_range_of_the_rounds_over_their_median():
+    assert bench.spread([1.0, 1.0, 1.0]) == 0
+    assert bench.spread([1.0, 2.0, 1.5]) == pytest.approx(1 / 1.5)
+
+
+def test_a_quiet_run_gets_no_warning():
+    assert bench.noise_warnings(cores=2, threads=2, load_before=0.2, other_cores=0.1,
+                                spreads=[("a", 0.02), ("b", bench.SPREAD_LIMIT)]) == []
+
+
+def test_a_loaded_machine_is_named_and_one_thread_is_suggested():
+    (before, during) = bench.noise_warnings(cores=2, threads=2, load_before=4.0, other_cores=1.9)
+    assert "load average was 4.00" in before and "--threads 1" in before
+    assert "1.90 cores busy" in during
+    # With one thread of two cores, another process may have the other core.
+    assert bench.noise_warnings(cores=2, threads=1, load_before=1.0, other_cores=1.2) == []
+    (alone,) = bench.noise_warnings(cores=2, threads=1, other_cores=1.8)
+    assert "--threads" not in alone
+
+
+def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
+    # A synthetic kernel that is three times slower from the second round on.
+    state = {"round": 0}
+
+    def prepare(x, dy, threads):
+        def call():
+            time.sleep(0.001 if state["round"] == 0 else 0.003)
+
+        return call, call
+
+    def next_round(line):
+        state["round"] += 1
+
+    report = bench.benchmark_report([bench.Kernel("sleepy", "", prepare)], [(8, 2)], modes=["forward"],
+                                    min_run_time=0.02, rounds=3, progress=next_round)
+    (r,) = report["results"]
+    assert r["spread"] > 0.4 and r["seconds"] == pytest.approx(r["round_seconds"][1])
+    (warning,) = [w for w in report["noise"]["warnings"] if "between rounds" in w]
+    assert "1 of 1 measurements" in warning and "sleepy at 8×2, forward" in warning
+    table = bench.format_table(report)
+    assert f"WARNING: {warning}" in table and "!" in table
+
+
+BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
+
+
+def test_a_busy_process_during_the_run_is_reported():
+    # A synthetic load, bounded in time: one process spinning on a core while the run times.
+    cores = os.cpu_count() or 1
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=30)]) for _ in range(cores)]
+    try:
+        time.sleep(0.3)
+        kernels = [bench.module_kernel("nn.BatchNorm1d", "", torch.nn.BatchNorm1d)]
+        report = bench.benchmark_report(kernels, [(256, 16)], modes=["forward"], min_run_time=0.05, rounds=2,
+                                        threads=cores)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    noise = report["noise"]
+    # The spinning processes alone keep about `cores` cores busy, whatever else the machine does.
+    assert noise["other_cores"] > cores / 2
+    assert any("cores busy during the run" in w for w in noise["warnings"])
+    assert "WARNING:" in bench.format_table(report)
 
 
 def test_triton_is_listed_but_not_timed_without_a_gpu(quick):

@@ -17,6 +17,7 @@ import pytest
 from grade_runs import run_grade
 from student_code import ROOT
 
+from autograder.inside import timing
 from autograder.inside.protocol import CellEnd
 from autograder.output import speed
 from autograder.sandbox import RunResult
@@ -72,6 +73,7 @@ def test_a_correct_kernel_is_timed_against_nn_batchnorm1d(speed_class):
     alice = _speeds(root / "grades")["alice"]
     assert alice["ratio"] > 0 and alice["forward_ratio"] > 0 and alice["shape"] == [4096, 64], alice
     assert alice["seconds"] == pytest.approx(alice["ratio"] * alice["reference_seconds"])
+    assert alice["spread"] >= 0
 
 
 def test_a_slower_kernel_gets_a_larger_ratio(speed_class):
@@ -166,3 +168,39 @@ def test_the_speed_shape_option_is_checked():
 
     with pytest.raises(SystemExit):
         main(["grade", "x", "--out", "y", "--speed-shape", "1,64"])
+
+
+def test_the_sandbox_timing_keeps_the_harness_rules():
+    from bnlib.bench import core
+
+    assert (timing.SPREAD_LIMIT, timing.LOAD_MARGIN) == (core.SPREAD_LIMIT, core.LOAD_MARGIN)
+
+
+def test_the_sandbox_timing_reports_medians_and_their_spread(capsys):
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        timing.measure(torch.nn.BatchNorm1d, shape=(256, 16), min_run_time=0.01, rounds=3)
+    finally:
+        torch.set_num_threads(threads)
+    (line,) = [t for t in capsys.readouterr().out.splitlines() if t.startswith(timing.MARKER)]
+    entry = json.loads(line[len(timing.MARKER):])
+    assert entry["seconds"] == pytest.approx(entry["ratio"] * entry["reference_seconds"])
+    assert entry["spread"] >= 0
+    assert entry["message"] == timing.noise_note(entry["spread"], None, None) or entry["message"].startswith(
+        "uncertain: the machine was loaded")
+
+
+def test_a_doubtful_timing_says_why_in_its_message():
+    assert timing.noise_note(0.05, load_before=0.3, cores=2) == ""
+    loaded = timing.noise_note(0.05, load_before=3.0, cores=2)
+    assert "loaded" in loaded and "3.0 on 2 cores" in loaded
+    assert "the rounds differ by 40%" in timing.noise_note(0.4, load_before=None, cores=2)
+
+
+def test_the_spread_is_kept_and_a_negative_one_is_refused():
+    good = {"ratio": 1.5, "forward_ratio": 1.2, "seconds": 0.003, "reference_seconds": 0.002, "spread": 0.07}
+    assert speed.parse(_run(speed.MARKER + json.dumps(good) + "\n"))["spread"] == 0.07
+    bad = speed.parse(_run(speed.MARKER + json.dumps({**good, "spread": -1}) + "\n"))
+    assert bad["ratio"] is None and "spread is -1" in bad["message"]

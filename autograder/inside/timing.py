@@ -7,6 +7,12 @@ forward and forward+backward, side by side with the standard library's ``timeit`
 thread (so that the other notebooks graded at the same time slow both alike), and prints one
 line: :data:`MARKER` and a JSON object, which the trusted side reads as untrusted data.
 
+The harness's rules (``bnlib.bench.core``), where they apply: each time is the median over
+rounds, the ratio that of the two medians, reported with the largest spread between rounds,
+and the message says when the rounds differ by more than :data:`SPREAD_LIMIT` or the load
+average before the timing exceeded the cores (the sandbox cannot import bnlib: the two
+constants are the harness's, and a test keeps them equal).
+
 Runs inside the sandbox (standard library and torch only). Nothing here is graded: the
 student's code runs in the process that times it, and could tamper with the timer.
 """
@@ -14,34 +20,55 @@ student's code runs in the process that times it, and could tamper with the time
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import timeit
 
-__all__ = ["SHAPE", "MIN_RUN_TIME", "ROUNDS", "MARKER", "measure"]
+__all__ = ["SHAPE", "MIN_RUN_TIME", "ROUNDS", "SPREAD_LIMIT", "LOAD_MARGIN", "MARKER", "measure", "noise_note"]
 
 #: The batch timed: (N, C), float32 on the CPU.
 SHAPE = (16384, 256)
 #: Seconds each timed statement runs per round, at least.
 MIN_RUN_TIME = 0.2
-#: Rounds of timing, the two layers alternating: the best time per call of each counts.
-ROUNDS = 2
+#: Rounds of timing, the two layers alternating: the median time per call of each counts.
+ROUNDS = 3
+#: Rounds whose times differ by more than this fraction of their median are flagged (bnlib.bench.core's).
+SPREAD_LIMIT = 0.15
+#: Cores other processes may use beyond those the run leaves free before it is flagged (bnlib.bench.core's).
+LOAD_MARGIN = 0.5
 #: Prefix of the line :func:`measure` prints.
 MARKER = "BNGRADE-SPEED "
 #: How close the student's layer must be to nn.BatchNorm1d at the timing shape: output, dx.
 OUTPUT_TOLERANCE, GRADIENT_TOLERANCE = (1e-4, 1e-4), (1e-3, 1e-4)
 
 
+def _spread(values) -> float:
+    ordered = sorted(values)
+    return (ordered[-1] - ordered[0]) / statistics.median(ordered)
+
+
+def noise_note(spread: float, load_before: float | None, cores: int | None, threads: int = 1) -> str:
+    """The message's warning when the timing is doubtful, ``""`` when it is not: the harness's two rules."""
+    notes = []
+    if load_before is not None and cores and load_before > cores - threads + LOAD_MARGIN:
+        notes.append(f"the machine was loaded (load average {load_before:.1f} on {cores} cores)")
+    if spread > SPREAD_LIMIT:
+        notes.append(f"the rounds differ by {spread:.0%}")
+    return f"uncertain: {' and '.join(notes)}" if notes else ""
+
+
 def measure(cls, shape=SHAPE, min_run_time=MIN_RUN_TIME, rounds=ROUNDS) -> None:
     """Check ``cls`` against ``nn.BatchNorm1d`` at ``shape``, time both, print one MARKER line of JSON.
 
     Timed with the standard library's ``timeit`` (``torch.utils.benchmark`` imports build tools
-    the sandbox does not offer), the two layers alternating, ``rounds`` times: the best time
-    per call of each.
+    the sandbox does not offer), the two layers alternating, ``rounds`` times: the median time
+    per call of each, and the largest spread between rounds of the four timings (``spread``).
 
     Args:
         cls: the student's layer class, built as ``cls(C)``.
         shape: the batch, ``(N, C)``. Default: :data:`SHAPE`.
         min_run_time: seconds each statement runs per round, at least. Default: 0.2.
-        rounds: rounds of timing. Default: 2.
+        rounds: rounds of timing. Default: :data:`ROUNDS`.
     """
     import torch  # noqa: PLC0415 - only the bn-torch sandbox has torch; the trusted side imports MARKER
 
@@ -70,19 +97,25 @@ def measure(cls, shape=SHAPE, min_run_time=MIN_RUN_TIME, rounds=ROUNDS) -> None:
     if not out["message"]:
         statements = {"forward": "with torch.no_grad(): layer(x)",
                       "forward+backward": "layer.zero_grad(); x.grad = None; layer(x).backward(dy)"}
-        timers, number, best = {}, {}, {}
+        timers, number, times = {}, {}, {}
         for mode, stmt in statements.items():
             for name, layer in layers.items():
                 timers[mode, name] = timeit.Timer(stmt, globals={"layer": layer, "torch": torch, "dy": dy,
                                                                  "x": x.clone().requires_grad_(True)})
                 calls, seconds = timers[mode, name].autorange()  # also the warm-up
                 number[mode, name] = max(1, int(calls * min_run_time / max(seconds, 1e-9)))
+        try:
+            load_before = os.getloadavg()[0]
+        except OSError:
+            load_before = None
         for _ in range(rounds):
             for key, timer in timers.items():
-                per_call = timer.timeit(number[key]) / number[key]
-                best[key] = min(best.get(key, per_call), per_call)
-        out["ratio"] = best["forward+backward", "student"] / best["forward+backward", "nn"]
-        out["forward_ratio"] = best["forward", "student"] / best["forward", "nn"]
-        out["seconds"] = best["forward+backward", "student"]
-        out["reference_seconds"] = best["forward+backward", "nn"]
+                times.setdefault(key, []).append(timer.timeit(number[key]) / number[key])
+        median = {key: statistics.median(t) for key, t in times.items()}
+        out["ratio"] = median["forward+backward", "student"] / median["forward+backward", "nn"]
+        out["forward_ratio"] = median["forward", "student"] / median["forward", "nn"]
+        out["spread"] = max(_spread(t) for t in times.values())
+        out["seconds"] = median["forward+backward", "student"]
+        out["reference_seconds"] = median["forward+backward", "nn"]
+        out["message"] = noise_note(out["spread"], load_before, os.cpu_count())
     print(MARKER + json.dumps(out))

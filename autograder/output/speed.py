@@ -99,6 +99,12 @@ def parse(run: RunResult, shape=SHAPE) -> dict:
                 if not value > 0 or value != value or value == float("inf"):
                     raise ValueError(f"{key} is {value}")
             entry[key] = value
+        spread = data.get("spread")
+        if spread is not None:
+            spread = float(spread)
+            if not 0 <= spread < float("inf"):
+                raise ValueError(f"spread is {spread}")
+            entry["spread"] = spread
         return entry
     except (ValueError, TypeError, AttributeError) as e:
         return not_timed(f"not timed: the timing cell's result could not be read ({e})", shape)

@@ -19,22 +19,28 @@ from typing import Any
 from bnlib.bench.core import (
     FULL_SHAPES,
     GOAL_SHAPE,
+    LOAD_MARGIN,
     MODES,
     QUICK_SHAPES,
     REFERENCE,
+    SPREAD_LIMIT,
+    CpuMeter,
     Kernel,
     Result,
     bytes_moved,
     copy_bandwidth,
     machine_info,
+    noise_warnings,
     run,
+    spread,
 )
 from bnlib.bench.kernels import builtin_kernels, module_kernel
 from bnlib.bench.report import AXES, benchmark_report, draw, format_table, plot
 
-__all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "MODES", "QUICK_SHAPES", "REFERENCE", "Kernel", "Result",
-           "benchmark_report", "builtin_kernels", "bytes_moved", "copy_bandwidth", "draw", "format_table",
-           "machine_info", "main", "module_kernel", "plot", "run"]
+__all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE", "SPREAD_LIMIT",
+           "CpuMeter", "Kernel", "Result", "benchmark_report", "builtin_kernels", "bytes_moved", "copy_bandwidth",
+           "draw", "format_table", "machine_info", "main", "module_kernel", "noise_warnings", "plot", "run",
+           "spread"]
 
 
 def __getattr__(name: str) -> Any:

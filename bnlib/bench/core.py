@@ -18,6 +18,16 @@ A :class:`Kernel` is anything that can prepare those two calls; :mod:`bnlib.benc
 makes them from the course's implementations. :func:`run` times them and gives one
 :class:`Result` per kernel, shape and mode; :func:`machine_info` records what a reader needs
 to weigh the numbers (among them the load average, before and after).
+
+**A benchmark that knows when it is lied to.** Each kernel's time is the *median* of its
+rounds, reported with the *spread* between them, ``(slowest - fastest) / median``. A machine
+busy with something else shows in two ways, and :func:`noise_warnings` says so for both:
+the rounds disagree (spread above :data:`SPREAD_LIMIT`), or other processes used the cores
+the run needed (:class:`CpuMeter`: the machine's busy time from ``/proc/stat`` minus this
+process's own, over the run; the load average before the run too). On a machine with as many
+torch threads as cores, the second is the treacherous one: torch's OpenMP threads spin-wait
+for a core that another process holds, and a 36 µs operation can take 46 ms; with
+``--threads 1`` the run leaves a core to the others.
 """
 
 from __future__ import annotations
@@ -27,7 +37,9 @@ import datetime as _dt
 import math
 import os
 import platform
+import statistics
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -46,8 +58,13 @@ __all__ = [
     "REFERENCE",
     "bytes_moved",
     "copy_bandwidth",
+    "SPREAD_LIMIT",
+    "LOAD_MARGIN",
     "Kernel",
     "Result",
+    "spread",
+    "CpuMeter",
+    "noise_warnings",
     "run",
     "machine_info",
 ]
@@ -78,6 +95,13 @@ MODES: tuple[str, ...] = ("forward", "forward+backward")
 
 #: The reference every ratio is taken to.
 REFERENCE = "nn.BatchNorm1d"
+
+#: Rounds whose times differ by more than this fraction of their median are flagged (:func:`spread`).
+SPREAD_LIMIT = 0.15
+
+#: Cores other processes may use before a run is flagged as loaded: the run needs its own
+#: threads, and other processes may use the rest plus this margin (:func:`noise_warnings`).
+LOAD_MARGIN = 0.5
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,18 +198,103 @@ class Kernel:
 
 @dataclass
 class Result:
-    """One kernel at one shape and mode. Times in seconds; ``ratio`` to ``nn.BatchNorm1d``."""
+    """One kernel at one shape and mode. Times in seconds; ``ratio`` to ``nn.BatchNorm1d``.
+
+    ``seconds`` is the median of ``round_seconds``, one time per round (each the median of
+    that round's blocks); ``spread`` is :func:`spread` of the rounds; ``iqr`` the
+    interquartile range of the blocks of the median round.
+    """
 
     kernel: str
     shape: tuple[int, ...]
     mode: str
     seconds: float | None = None
+    spread: float | None = None
+    round_seconds: list[float] | None = None
     iqr: float | None = None
     runs: int = 0
     ratio: float | None = None
     bandwidth: float | None = None  #: bytes that must move / seconds, in bytes per second
     roofline: float | None = None  #: bandwidth / copy bandwidth
     error: str | None = None
+
+
+def spread(times: Sequence[float]) -> float:
+    """``(slowest - fastest) / median`` of the rounds: 0 when they agree; 0.5 when they differ by half the median."""
+    ordered = sorted(times)
+    return (ordered[-1] - ordered[0]) / statistics.median(ordered) if ordered else 0.0
+
+
+def _busy_seconds() -> float | None:
+    """Seconds the machine's cores have been busy since boot, all processes together (``/proc/stat``)."""
+    text = _read("/proc/stat")
+    if not text or not text.startswith("cpu "):
+        return None
+    # user nice system idle iowait irq softirq steal ...: busy is all but idle and iowait.
+    ticks = [int(v) for v in text.splitlines()[0].split()[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuMeter:
+    """How many cores *other* processes kept busy while this one ran: start it, then read :meth:`other_cores`.
+
+    The machine's busy time (``/proc/stat``, every process) minus this process's own CPU time
+    (its threads and waited-for children included), over the wall-clock time. ``None`` where
+    ``/proc/stat`` cannot be read.
+    """
+
+    def __init__(self) -> None:
+        self.start_busy, self.start_own, self.start_wall = _busy_seconds(), _own_seconds(), time.perf_counter()
+
+    def other_cores(self) -> float | None:
+        busy, wall = _busy_seconds(), time.perf_counter() - self.start_wall
+        if busy is None or self.start_busy is None or wall <= 0:
+            return None
+        others = (busy - self.start_busy) - (_own_seconds() - self.start_own)
+        return max(0.0, others / wall)
+
+
+def noise_warnings(
+    *,
+    cores: int,
+    threads: int,
+    load_before: float | None = None,
+    other_cores: float | None = None,
+    spreads: Sequence[tuple[str, float]] = (),
+) -> list[str]:
+    """What makes a run's numbers doubtful, one sentence each; ``[]`` for a quiet run.
+
+    Args:
+        cores: the machine's cores.
+        threads: the torch threads the run used.
+        load_before: the 1-minute load average before the run (other processes only). Default: ``None``
+        other_cores: cores other processes kept busy during the run (:class:`CpuMeter`). Default: ``None``
+        spreads: ``(what, spread)`` for each measurement: flagged above :data:`SPREAD_LIMIT`. Default: none
+    """
+    warnings = []
+    room = cores - threads + LOAD_MARGIN
+    hint = " Numbers from a loaded machine are not results: run again when it is quiet" + (
+        ", or with --threads 1 (torch's threads spin-wait for cores other processes hold)." if threads > 1 else "."
+    )
+    if load_before is not None and load_before > room:
+        warnings.append(f"the load average was {load_before:.2f} before the run, with {threads} torch threads "
+                        f"on {cores} cores: other processes wanted the cores.{hint}")
+    if other_cores is not None and other_cores > room:
+        warnings.append(f"other processes kept {other_cores:.2f} cores busy during the run, with {threads} torch "
+                        f"threads on {cores} cores.{hint}")
+    noisy = [(what, s) for what, s in spreads if s > SPREAD_LIMIT]
+    if noisy:
+        worst = max(noisy, key=lambda p: p[1])
+        warnings.append(f"{len(noisy)} of {len(spreads)} measurements differ by more than {SPREAD_LIMIT:.0%} "
+                        f"between rounds (the most: {worst[0]}, {worst[1]:.0%}): the machine was disturbed, "
+                        f"and their medians are uncertain by as much.")
+    return warnings
 
 
 def _compile_in_process() -> None:
@@ -212,8 +321,9 @@ def run(
     """Time every kernel at every shape and mode, ``rounds`` times in turn.
 
     Each round's measurement is the median of ``Timer.blocked_autorange``'s blocks; the
-    result is the fastest round's, the one least disturbed by whatever else the machine was
-    doing (on a shared machine, other processes take cores away for milliseconds at a time).
+    result is the median over the rounds, with their spread (:func:`spread`): the typical
+    time, and how much the machine disturbed it. The fastest round alone would hide the
+    disturbance and flatter every kernel.
 
     The first kernel is the reference for the ratios (``nn.BatchNorm1d``). A kernel that
     raises gets an ``error`` and no time; the others go on.
@@ -275,16 +385,18 @@ def run(
                 r = Result(k.name, shape, mode)
                 if (k.name, mode) in measured and k.name not in errors:
                     rounds_measured = measured[(k.name, mode)]
-                    m = min(rounds_measured, key=lambda m: m.median)  # the least-disturbed round
-                    r.seconds, r.iqr = m.median, m.iqr
+                    r.round_seconds = [m.median for m in rounds_measured]
+                    r.seconds = statistics.median(r.round_seconds)
+                    r.spread = spread(r.round_seconds)
+                    r.iqr = sorted(rounds_measured, key=lambda m: m.median)[len(rounds_measured) // 2].iqr
                     r.runs = sum(len(m.times) * m.number_per_run for m in rounds_measured)
-                    r.bandwidth = bytes_moved(shape, mode, x.element_size()) / m.median
+                    r.bandwidth = bytes_moved(shape, mode, x.element_size()) / r.seconds
                     if copy_bw:
                         r.roofline = r.bandwidth / copy_bw
                     if reference is None and k is kernels[0]:
-                        reference = m.median
+                        reference = r.seconds
                     if reference:
-                        r.ratio = m.median / reference
+                        r.ratio = r.seconds / reference
                 else:
                     r.error = errors.get(k.name, "not measured")
                 results.append(r)

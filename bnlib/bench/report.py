@@ -1,8 +1,11 @@
 """The report of a run: made (:func:`benchmark_report`), printed (:func:`format_table`), drawn (:func:`plot`).
 
 A report is a JSON-ready dict: the machine (:func:`bnlib.bench.core.machine_info`), the
-run's configuration, the copy bandwidth before and after the kernels, the kernels and one
-result per kernel, shape and mode. ``python -m bnlib.bench`` writes it as ``bench.json``;
+run's configuration, the copy bandwidth before and after the kernels, the kernels, one
+result per kernel, shape and mode (the median over rounds and their spread), and the run's
+``noise``: the load before and after, the cores other processes kept busy during the run,
+and ``warnings``, the sentences of :func:`bnlib.bench.core.noise_warnings` (empty for a
+quiet run), which the table prints too. ``python -m bnlib.bench`` writes it as ``bench.json``;
 the chapter "Benchmarks" reads a committed one back and draws it with :func:`draw`.
 """
 
@@ -17,7 +20,17 @@ from typing import Any
 
 import torch
 
-from bnlib.bench.core import MODES, Kernel, Result, copy_bandwidth, machine_info, run
+from bnlib.bench.core import (
+    MODES,
+    SPREAD_LIMIT,
+    CpuMeter,
+    Kernel,
+    Result,
+    copy_bandwidth,
+    machine_info,
+    noise_warnings,
+    run,
+)
 
 __all__ = ["benchmark_report", "format_table", "AXES", "draw", "plot"]
 
@@ -33,10 +46,11 @@ def benchmark_report(
     device: str = "cpu",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """:func:`run` plus the machine and its copy bandwidth: the JSON-ready report."""
+    """:func:`run` plus the machine, its copy bandwidth and the run's noise: the JSON-ready report."""
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     info = machine_info(threads, device)
+    meter = CpuMeter()
     copy_bw = copy_bandwidth(threads=threads, device=device)
     fresh_bw = copy_bandwidth(threads=threads, device=device, fresh=True)
     started = time.perf_counter()
@@ -52,6 +66,19 @@ def benchmark_report(
         if r.bandwidth is not None:
             r.roofline = r.bandwidth / copy_bw
     info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    other_cores = meter.other_cores()
+    before = info["load_average_before"]
+    spreads = [(f"{r.kernel} at {'×'.join(map(str, r.shape))}, {r.mode}", r.spread)
+               for r in results if r.spread is not None]
+    noise = {
+        "load_average_before": before,
+        "load_average_after": info["load_average_after"],
+        "other_cores": other_cores,
+        "max_spread": max((s for _, s in spreads), default=None),
+        "spread_limit": SPREAD_LIMIT,
+        "warnings": noise_warnings(cores=info["cores"] or 1, threads=threads, load_before=before[0] if before else None,
+                                   other_cores=other_cores, spreads=spreads),
+    }
     return {
         "machine": info,
         "config": {
@@ -70,6 +97,7 @@ def benchmark_report(
             for k in kernels
         ],
         "results": [{**asdict(r), "shape": list(r.shape)} for r in results],
+        "noise": noise,
     }
 
 
@@ -90,7 +118,7 @@ def format_table(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if any(r.mode == m for r in results)]
     head = ["shape", "kernel"]
     for mode in modes:
-        head += [f"{mode}", "×nn", "GB/s", "% copy"]
+        head += [f"{mode}", "±", "×nn", "GB/s", "% copy"]
     rows = [head]
     for shape in shapes:
         for k in kernels:
@@ -99,10 +127,12 @@ def format_table(report: dict[str, Any]) -> str:
                 r = by.get((k, shape, mode))
                 if r is None or r.seconds is None:
                     note = "—" if r is None else f"({(r.error or '')[:40]})"
-                    row += [note, "", "", ""]
+                    row += [note, "", "", "", ""]
                     continue
+                flag = "!" if r.spread is not None and r.spread > SPREAD_LIMIT else ""
                 row += [
                     _fmt_time(r.seconds),
+                    f"{100 * r.spread:.0f}%{flag}" if r.spread is not None else "",
                     f"{r.ratio:.2f}" if r.ratio is not None else "",
                     f"{r.bandwidth / 1e9:.1f}" if r.bandwidth else "",
                     f"{100 * r.roofline:.0f}%" if r.roofline is not None else "",
@@ -134,9 +164,16 @@ def format_table(report: dict[str, Any]) -> str:
             + (f", {after / 1e9:.1f} GB/s after the kernels" if after else "")
         )
     footer.append(
-        "×nn: time / nn.BatchNorm1d's time in the same run; % copy: bytes that must move / time / copy bandwidth"
+        "time: the median over rounds; ±: (slowest - fastest round) / median, ! above "
+        f"{SPREAD_LIMIT:.0%}; ×nn: time / nn.BatchNorm1d's time in the same run; "
+        "% copy: bytes that must move / time / copy bandwidth"
     )
-    return "\n".join(lines + [""] + footer)
+    noise = report.get("noise") or {}
+    if noise.get("other_cores") is not None:
+        footer.append(f"other processes kept {noise['other_cores']:.2f} cores busy during the run")
+    warnings = [f"WARNING: {w}" for w in noise.get("warnings", [])]
+    return "\n".join(warnings + ([""] if warnings else []) + lines + [""] + footer + ([""] if warnings else [])
+                     + warnings)
 
 
 #: What :func:`draw` can put on the y axis: ``(label, logarithmic)``.
