@@ -19,6 +19,12 @@ function                          equation                                      
 :class:`BatchNorm1d` puts them together with exactly the semantics of PyTorch's
 ``torch.nn.BatchNorm1d``: it also takes ``(N, C, L)`` inputs, which it treats as
 ``m = N·L`` examples of ``C`` features.
+
+At the end (chapters "Batch norm for convolutions" and "The normalization family"):
+:class:`BatchNorm2d`, the same layer over the ``m = N·H·W`` positions of ``(N, C, H, W)``
+inputs; :func:`normalize_rows` and :func:`normalize_rows_backward`, batch norm's
+normalization with the axes swapped; and :class:`LayerNorm` and :class:`GroupNorm`, built
+from them with the semantics of ``torch.nn.LayerNorm`` and ``torch.nn.GroupNorm``.
 """
 
 from __future__ import annotations

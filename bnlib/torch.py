@@ -14,8 +14,15 @@ folding of evaluation-mode batch norm into the linear layer or convolution next 
 (:func:`fold_into_linear`, :func:`fold_into_conv`, :func:`fold_into_next_linear`,
 :func:`fold_batch_norms`).
 
-Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
-reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
+After them (chapters "Batch norm for convolutions" and "The normalization family"):
+:class:`BatchNorm2d`, the same functions over ``(N, C, H, W)``; :class:`LayerNorm` and
+:class:`GroupNorm`, drop-ins for ``nn.LayerNorm`` and ``nn.GroupNorm`` whose
+:class:`LayerNormFunction` and :class:`GroupNormFunction` normalize rows of values
+(:func:`normalize_rows`) and have hand-written backward passes.
+
+Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)`` (``(N, C, H, W)`` for :class:`BatchNorm2d`);
+statistics and parameters are ``(C,)``; the reduction is over every dimension but 1, so
+``m = N``, ``m = N·L`` or ``m = N·H·W``.
 """
 
 from __future__ import annotations
