@@ -705,3 +705,13 @@ def test_the_suite_tells_a_wrong_family_layer_from_a_right_one(mistake, case, wh
 def test_matches_pytorch_on_cuda(implementation, case):
     cfg = replace(CASES[case], dtype="float32")
     assert_same_steps(implementation.steps(cfg, device="cuda"), pytorch_steps(cfg), 1e-4, implementation.name, cfg.eps)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@over([i for i in FAMILY if i.cuda], "case")(
+    [(i, c) for i in FAMILY if i.cuda for c in ("defaults", "large-mean", "last-dim", "two-dims", "instance")
+     if c in FAMILY_CASES[i.kind]])
+def test_normalization_family_matches_pytorch_on_cuda(implementation, case):
+    cfg = replace(FAMILY_CASES[implementation.kind][case], dtype="float32")
+    assert_same_steps(implementation.steps(cfg, device="cuda"), pytorch_steps(cfg), 1e-4, implementation.name, cfg.eps)
