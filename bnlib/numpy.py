@@ -943,8 +943,9 @@ class LayerNorm(_PerExampleNorm):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Normalize each example of ``x`` over its last dimensions; same shape and dtype."""
         x = self._check_input(x)
+        d = len(self.normalized_shape)
         k = math.prod(self.normalized_shape)
-        x2 = x.reshape(-1, k).astype(np.float64)
+        x2 = x.reshape(math.prod(x.shape[: x.ndim - d]), k).astype(np.float64)  # one row per example
         gamma, beta = self._params()
         self._shape, self._in_dtype = x.shape, x.dtype
         if x2.shape[0] == 0 or k == 0:  # nothing to normalize: empty output (as PyTorch)

@@ -977,9 +977,9 @@ class LayerNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, d: int, eps: float):
-        k = math.prod(x.shape[x.dim() - d:])
+        rows, k = math.prod(x.shape[: x.dim() - d]), math.prod(x.shape[x.dim() - d:])
         cdt = compute_dtype(x.dtype)
-        x_hat, istd = normalize_rows(x.to(cdt).reshape(-1, k), eps)
+        x_hat, istd = normalize_rows(x.to(cdt).reshape(rows, k), eps)
         y = x_hat.clone()
         if gamma is not None:
             y.mul_(gamma.to(cdt).reshape(-1))
