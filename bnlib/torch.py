@@ -14,8 +14,15 @@ folding of evaluation-mode batch norm into the linear layer or convolution next 
 (:func:`fold_into_linear`, :func:`fold_into_conv`, :func:`fold_into_next_linear`,
 :func:`fold_batch_norms`).
 
-Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
-reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
+After them (chapters "Batch norm for convolutions" and "The normalization family"):
+:class:`BatchNorm2d`, the same functions over ``(N, C, H, W)``; :class:`LayerNorm` and
+:class:`GroupNorm`, drop-ins for ``nn.LayerNorm`` and ``nn.GroupNorm`` whose
+:class:`LayerNormFunction` and :class:`GroupNormFunction` normalize rows of values
+(:func:`normalize_rows`) and have hand-written backward passes.
+
+Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)`` (``(N, C, H, W)`` for :class:`BatchNorm2d`);
+statistics and parameters are ``(C,)``; the reduction is over every dimension but 1, so
+``m = N``, ``m = N·L`` or ``m = N·H·W``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import numbers
 from typing import Any, NamedTuple
 
 import torch
@@ -41,13 +49,13 @@ __all__ = [
 
 
 def batch_dims(x: Tensor) -> list[int]:
-    """The dimensions statistics are taken over: all but the feature dimension 1 (``[0]`` or ``[0, 2]``)."""
-    return [0] if x.dim() == 2 else [0, 2]
+    """The dimensions statistics are taken over: all but the feature dimension 1 (``[0]``, ``[0, 2]``, ...)."""
+    return [0, *range(2, x.dim())]
 
 
 def per_feature(v: Tensor, x: Tensor) -> Tensor:
-    """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)`` or ``(1, C, 1)``."""
-    return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
+    """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)``, ``(1, C, 1)`` or ``(1, C, 1, 1)``."""
+    return v.view(1, -1, *[1] * (x.dim() - 2))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -844,3 +852,373 @@ def fold_batch_norms(model: nn.Sequential) -> nn.Sequential:
             )
         i += 1
     return nn.Sequential(*folded).train(model.training)
+
+
+# =============================================================================================
+# Batch norm for convolutions, and the normalization family (chapters "Batch norm for
+# convolutions" and "The normalization family").
+#
+# BatchNorm2d: BatchNorm1d's functions over the m = N·H·W values of each channel.
+# LayerNorm and GroupNorm: each example normalized over its own values, by rows.
+# =============================================================================================
+
+__all__ += [
+    "BatchNorm2d",
+    "normalize_rows",
+    "normalize_rows_backward",
+    "LayerNormFunction",
+    "LayerNorm",
+    "GroupNormFunction",
+    "GroupNorm",
+]
+
+
+class BatchNorm2d(BatchNorm1d):
+    r"""A drop-in for ``torch.nn.BatchNorm2d`` (torch 2.13), forward and backward written by hand.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    The statistics of a channel are taken over every position of every example, ``m = N·H·W``
+    values: a convolution shares its filter across positions, so batch norm shares its
+    ``gamma`` and ``beta`` across them too. Everything else is :class:`BatchNorm1d`'s: the
+    same :class:`BatchNormFunction` and :class:`FrozenBatchNormFunction` (their
+    :func:`batch_dims` are ``[0, 2, 3]`` here), the unbiased running variance with
+    :math:`m/(m-1)` for that ``m``, momentum, parameters, buffers, ``state_dict`` (old
+    checkpoints without ``num_batches_tracked`` load), dtype and device rules. Derivation:
+    the chapter "Batch norm for convolutions".
+
+    Args:
+        num_features: ``C``, the number of channels.
+        eps: Default: 1e-5
+        momentum: Default: 0.1
+        affine: Default: ``True``
+        track_running_stats: Default: ``True``
+        device: Default: ``None``
+        dtype: Default: ``None``
+        bias: Default: ``True``
+
+        (as :class:`BatchNorm1d`)
+
+    Shape:
+        - Input: ``(N, C, H, W)``
+        - Output: ``(N, C, H, W)``
+    """
+
+    def _check_input(self, x: Tensor, batch_stats: bool) -> int:
+        if x.dim() != 4:
+            raise ValueError(f"expected 4D input (got {x.dim()}D input)")
+        if x.shape[1] != self.num_features:
+            raise ValueError(
+                f"expected input with {self.num_features} channels in dimension 1, got size {tuple(x.shape)}"
+            )
+        if batch_stats and x.numel() == x.shape[1]:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {x.size()}"
+            )
+        # The remaining checks (dtype, eps) are BatchNorm1d's, on the (N, C, H·W) view.
+        return super()._check_input(x.flatten(2), batch_stats)
+
+
+def normalize_rows(xr: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    r"""Normalize each row of ``xr``, ``(R, K)``, over its ``K`` values: ``(x_hat, istd)``.
+
+    :math:`\hat{x}_{rk} = (x_{rk} - \mu_r)/\sqrt{\sigma_r^2 + \varepsilon}` with the row's mean
+    and biased variance: batch norm's normalization with the axes swapped (the row's values
+    play the examples). ``istd`` is :math:`1/\sqrt{\sigma_r^2+\varepsilon}`, ``(R, 1)``.
+    """
+    mu = xr.mean(1, keepdim=True)
+    x_hat = xr - mu
+    var = x_hat.square().mean(1, keepdim=True)
+    istd = torch.rsqrt(var + eps)
+    return x_hat.mul_(istd), istd
+
+
+def normalize_rows_backward(dx_hat: Tensor, x_hat: Tensor, istd: Tensor) -> Tensor:
+    r"""The backward pass of :func:`normalize_rows`: the compact formula over each row, :math:`\gamma = 1`.
+
+    .. math::
+
+        \frac{\partial \ell}{\partial x_{rk}} = \frac{1}{\sqrt{\sigma_r^2+\varepsilon}}
+        \Big(\frac{\partial \ell}{\partial \hat{x}_{rk}}
+        - \frac1K \sum_{k'} \frac{\partial \ell}{\partial \hat{x}_{rk'}}
+        - \hat{x}_{rk}\,\frac1K \sum_{k'} \frac{\partial \ell}{\partial \hat{x}_{rk'}}\hat{x}_{rk'}\Big)
+
+    The sums run over a row (one example's values), never across the batch.
+    """
+    mean_dx_hat = dx_hat.mean(1, keepdim=True)
+    mean_dx_hat_x_hat = (dx_hat * x_hat).mean(1, keepdim=True)
+    return (dx_hat - mean_dx_hat - x_hat * mean_dx_hat_x_hat) * istd
+
+
+def _check_dtype(layer: nn.Module, x: Tensor) -> None:
+    """Floating-point input of the parameters' dtype (or half precision for float32 parameters)."""
+    if not x.is_floating_point():
+        raise TypeError(f"{type(layer).__name__} takes floating-point input, got {x.dtype}")
+    w = layer.weight
+    if w is not None and compute_dtype(x.dtype) != w.dtype and x.dtype != w.dtype:
+        raise TypeError(
+            f"input dtype {x.dtype} does not match the layer's {w.dtype}: cast the input or the "
+            f"layer (.to(dtype)); half-precision input takes float32 layers"
+        )
+
+
+class LayerNormFunction(torch.autograd.Function):
+    r"""Layer norm over the last ``d`` dimensions, :math:`y = \gamma \otimes \hat{x} + \beta`, per element.
+
+    ``apply(x, gamma, beta, d, eps) -> y``; ``gamma`` and ``beta`` have the shape of the last
+    ``d`` dimensions of ``x``, or are ``None``. ``x`` is viewed as rows of ``K`` values (the
+    product of those dimensions), each normalized by :func:`normalize_rows` (in float32 for
+    half-precision input). Backward, by the chain rule through the elementwise affine:
+    ``dbeta`` :math:`= \sum_r dy_r`, ``dgamma`` :math:`= \sum_r dy_r \otimes \hat{x}_r`, and
+    :func:`normalize_rows_backward` of :math:`\gamma \otimes dy`.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, d: int, eps: float):
+        rows, k = math.prod(x.shape[: x.dim() - d]), math.prod(x.shape[x.dim() - d:])
+        cdt = compute_dtype(x.dtype)
+        x_hat, istd = normalize_rows(x.to(cdt).reshape(rows, k), eps)
+        y = x_hat.clone()
+        if gamma is not None:
+            y.mul_(gamma.to(cdt).reshape(-1))
+        if beta is not None:
+            y.add_(beta.to(cdt).reshape(-1))
+        ctx.save_for_backward(x_hat, istd, gamma)
+        ctx.x_dtype, ctx.shape, ctx.param_shape = x.dtype, x.shape, x.shape[x.dim() - d:]
+        return y.reshape(x.shape).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor):
+        x_hat, istd, gamma = ctx.saved_tensors
+        dyr = dy.to(x_hat.dtype).reshape(x_hat.shape)
+        dbeta = dyr.sum(0)
+        dgamma = (dyr * x_hat).sum(0)
+        dx_hat = dyr if gamma is None else dyr * gamma.to(x_hat.dtype).reshape(-1)
+        dx = normalize_rows_backward(dx_hat, x_hat, istd).reshape(ctx.shape).to(ctx.x_dtype)
+        shape = ctx.param_shape
+        return (*needed_grads(ctx, dx, gamma, dx, dgamma.reshape(shape), dbeta.reshape(shape)), None, None)
+
+
+class LayerNorm(nn.Module):
+    r"""A drop-in for ``torch.nn.LayerNorm`` (torch 2.13), forward and backward written by hand.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    The mean and the biased variance are taken over the last ``len(normalized_shape)``
+    dimensions, for each example (and each leading position) alone: no running statistics,
+    the same computation in training and evaluation, no dependence on the batch. ``weight``
+    and ``bias`` have the shape ``normalized_shape``, one per element (batch norm has one per
+    channel). Computed by :class:`LayerNormFunction`; derivation: the chapter "The
+    normalization family".
+
+    Args:
+        normalized_shape: the trailing shape to normalize over, an ``int`` or a sequence.
+        eps: added to the variance inside the square root. Default: 1e-5
+        elementwise_affine: learnable ``weight`` and ``bias``. Default: ``True``
+        bias: learn ``bias`` (with ``elementwise_affine``). Default: ``True``
+        device: Default: ``None``
+        dtype: Default: ``None``
+
+    Shape:
+        - Input: ``(N, *)``, ending in ``normalized_shape``
+        - Output: the same shape as the input
+
+    Raises:
+        RuntimeError: input that does not end in ``normalized_shape`` (PyTorch's message).
+        TypeError: input that is not floating point, or of another precision than the layer.
+    """
+
+    __constants__ = ["normalized_shape", "eps", "elementwise_affine"]
+
+    def __init__(
+        self,
+        normalized_shape: int | tuple[int, ...] | torch.Size,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``weight = 1``, ``bias = 0``."""
+        if self.elementwise_affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize each example of ``x`` over its last dimensions, on ``x``'s device."""
+        d = len(self.normalized_shape)
+        if x.dim() < d or tuple(x.shape[x.dim() - d:]) != self.normalized_shape:
+            shape = list(self.normalized_shape)
+            raise RuntimeError(
+                f"Given normalized_shape={shape}, expected input with shape [*, "
+                f"{', '.join(map(str, shape))}], but got input of size{list(x.shape)}"
+            )
+        _check_dtype(self, x)
+        return LayerNormFunction.apply(x, self.weight, self.bias, d, self.eps)
+
+
+class GroupNormFunction(torch.autograd.Function):
+    r"""Group norm: each example's groups of channels normalized, then a per-channel affine.
+
+    ``apply(x, gamma, beta, G, eps) -> y`` for ``x`` of shape ``(N, C, *)``; ``gamma`` and
+    ``beta`` are ``(C,)`` or ``None``. ``x`` is viewed as ``N·G`` rows of ``(C/G)·H·W`` values,
+    each normalized by :func:`normalize_rows`; then :math:`y = \gamma_c \hat{x} + \beta_c`.
+    Backward: ``dbeta`` and ``dgamma`` are per-channel sums over :func:`batch_dims`, and
+    :func:`normalize_rows_backward` of :math:`\gamma_c\,dy` per group.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, groups: int, eps: float):
+        cdt = compute_dtype(x.dtype)
+        rows = (x.shape[0] * groups, x.numel() // max(x.shape[0] * groups, 1))
+        x_hat, istd = normalize_rows(x.to(cdt).reshape(rows), eps)
+        x_hat = x_hat.view(x.shape)
+        y = x_hat.clone()
+        if gamma is not None:
+            y.mul_(per_feature(gamma.to(cdt), x))
+        if beta is not None:
+            y.add_(per_feature(beta.to(cdt), x))
+        ctx.save_for_backward(x_hat, istd, gamma)
+        ctx.x_dtype = x.dtype
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor):
+        x_hat, istd, gamma = ctx.saved_tensors
+        dims = batch_dims(x_hat)
+        dyc = dy.to(x_hat.dtype)
+        dbeta = dyc.sum(dims)
+        dgamma = (dyc * x_hat).sum(dims)
+        dx_hat = dyc if gamma is None else dyc * per_feature(gamma.to(x_hat.dtype), x_hat)
+        rows = istd.shape[0], x_hat.numel() // max(istd.shape[0], 1)
+        dx = normalize_rows_backward(dx_hat.reshape(rows), x_hat.reshape(rows), istd)
+        dx = dx.view(x_hat.shape).to(ctx.x_dtype)
+        return (*needed_grads(ctx, dx, gamma, dx, dgamma, dbeta), None, None)
+
+
+class GroupNorm(nn.Module):
+    r"""A drop-in for ``torch.nn.GroupNorm`` (torch 2.13), forward and backward written by hand.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    The ``C`` channels are split into ``num_groups`` groups of consecutive channels; the
+    mean and the biased variance are taken over each group of each example, ``(C/G)·H·W``
+    values, in training and evaluation alike (no running statistics). ``weight`` and
+    ``bias`` are per channel. ``num_groups = 1`` normalizes each example as a whole,
+    ``num_groups = C`` each channel of each example (instance norm). Computed by
+    :class:`GroupNormFunction`; derivation: the chapter "The normalization family".
+
+    Args:
+        num_groups: ``G``; it must divide ``num_channels``.
+        num_channels: ``C``.
+        eps: added to the variance inside the square root. Default: 1e-5
+        affine: learnable per-channel ``weight`` and ``bias``. Default: ``True``
+        device: Default: ``None``
+        dtype: Default: ``None``
+        bias: keyword only; learn ``bias`` (with ``affine``). Default: ``True``
+
+    Shape:
+        - Input: ``(N, C, *)``
+        - Output: the same shape as the input
+
+    Raises:
+        ValueError: ``num_groups`` does not divide ``num_channels`` (at construction, PyTorch's
+            message); one value per group in the whole batch (PyTorch's "Expected more than 1
+            value per channel when training", in both modes, as PyTorch).
+        RuntimeError: input with fewer than 2 dimensions, or whose dimension 1 is not
+            ``num_channels`` (PyTorch's messages).
+        TypeError: input that is not floating point, or of another precision than the layer.
+    """
+
+    __constants__ = ["num_groups", "num_channels", "eps", "affine"]
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        factory = {"device": device, "dtype": dtype}
+        super().__init__()
+        if num_channels % num_groups != 0:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_channels, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``weight = 1``, ``bias = 0``."""
+        if self.affine:
+            nn.init.ones_(self.weight)
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize each group of channels of each example, on ``x``'s device."""
+        if x.dim() < 2:
+            raise RuntimeError(f"Expected at least 2 dimensions for input tensor but received {x.dim()}")
+        n, c, *spatial = x.shape
+        sizes = [n * c // self.num_groups, self.num_groups, *spatial]
+        if sizes[0] * math.prod(spatial) == 1:  # PyTorch's _verify_batch_size, in both modes
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {sizes}")
+        if c != self.num_channels:
+            raise RuntimeError(
+                "Expected weight to be a vector of size equal to the number of channels in input, "
+                f"but got weight of shape [{self.num_channels}] and input of shape {list(x.shape)}"
+            )
+        _check_dtype(self, x)
+        return GroupNormFunction.apply(x, self.weight, self.bias, self.num_groups, self.eps)

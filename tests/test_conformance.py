@@ -1,4 +1,4 @@
-"""Every batch-norm layer of bnlib against torch.nn.BatchNorm1d: one suite, parametrized over the implementations.
+"""Every normalization layer of bnlib against PyTorch's: one suite, parametrized over the implementations.
 
 Each implementation (:data:`IMPLEMENTATIONS`) is played, step by step, from the same
 non-trivial start as ``nn.BatchNorm1d`` (random ``gamma`` of both signs, ``beta``, running
@@ -9,6 +9,12 @@ and the whole state dict (running mean, unbiased running variance, ``num_batches
 must match PyTorch's. The inputs tell right from wrong: ``N >= 4`` and ``N != C`` in the
 fixed cases, ``eps`` large enough that its placement shows, and ``dx`` compared at the scale
 of the terms it is a difference of (with ``N = 2`` every correct ``dx`` is about 0).
+
+The normalization family (:data:`FAMILY`: ``BatchNorm2d``, ``LayerNorm``, ``GroupNorm``, in
+NumPy and in torch) is played the same way against ``nn.BatchNorm2d``, ``nn.LayerNorm`` and
+``nn.GroupNorm``: a :class:`Config` names its layer (``kind``), and its inputs tell right from
+wrong for that layer too (spatial sizes above 1, groups above 1 and below ``C``, a mean per
+example, large offsets).
 
 What is specific to one implementation (its equations, its errors, its blocks, its compiled
 graphs) stays in that implementation's test module.
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -66,11 +72,21 @@ def _restore_triton_interpret() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Config:
-    """One layer (its constructor's options, its dtype) and the steps played on it."""
+    """One layer (its kind, its constructor's options, its dtype) and the steps played on it."""
 
     n: int = 8
     c: int = 3
     length: int | None = None
+    #: ``(H, W)``: the input is ``(N, C, H, W)`` (with ``length``, ``(N, C, L, H, W)``).
+    hw: tuple[int, int] | None = None
+    #: the ``torch.nn`` class it is checked against.
+    kind: str = "BatchNorm1d"
+    #: LayerNorm: how many trailing dimensions are normalized.
+    normalized_ndim: int = 1
+    #: GroupNorm: ``num_groups``.
+    groups: int = 1
+    #: added to every input: a large mean.
+    offset: float = 0.0
     eps: float = 1e-5
     momentum: float | None = 0.1
     affine: bool = True
@@ -83,12 +99,34 @@ class Config:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (self.n, self.c) if self.length is None else (self.n, self.c, self.length)
+        return (self.n, self.c, *([] if self.length is None else [self.length]), *(self.hw or ()))
+
+    def args(self) -> tuple:
+        """The constructor's positional arguments."""
+        if self.kind == "LayerNorm":
+            return (self.shape[len(self.shape) - self.normalized_ndim:],)
+        return (self.groups, self.c) if self.kind == "GroupNorm" else (self.c,)
 
     def options(self) -> dict[str, Any]:
         """The constructor's keyword arguments, PyTorch's names."""
+        if self.kind == "LayerNorm":
+            return dict(eps=self.eps, elementwise_affine=self.affine, bias=self.bias)
+        if self.kind == "GroupNorm":
+            return dict(eps=self.eps, affine=self.affine, bias=self.bias)
         return dict(eps=self.eps, momentum=self.momentum, affine=self.affine,
                     track_running_stats=self.track_running_stats, bias=self.bias)
+
+    def pytorch_layer(self, dtype: torch.dtype) -> nn.Module:
+        """PyTorch's layer of this kind and these options."""
+        return getattr(nn, self.kind)(*self.args(), **self.options(), dtype=dtype)
+
+    def columns(self, a: np.ndarray) -> np.ndarray:
+        """``a`` as a 2D array whose columns are the sets of values normalized together."""
+        if self.kind == "LayerNorm":
+            return a.reshape(-1, int(np.prod(self.args()[0]))).T
+        if self.kind == "GroupNorm":
+            return a.reshape(self.n * self.groups, -1).T
+        return bnp.to_2d(a)
 
 
 @dataclass
@@ -103,6 +141,10 @@ class Step:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     x: np.ndarray | None = None
     dy: np.ndarray | None = None
+    #: the sets of values normalized together, as columns (:meth:`Config.columns`).
+    columns: Callable[[np.ndarray], np.ndarray] = bnp.to_2d
+    #: whether each column has its own gamma and beta (batch norm), or they vary within columns.
+    params_per_column: bool = True
 
     def scales(self, eps: float) -> dict[str, float]:
         """The size of the terms each gradient is a sum of, before they cancel.
@@ -111,30 +153,34 @@ class Step:
         batches (with N = 2 every correct dx is ~0); dgamma and dbeta are sums over the batch
         of dy·x_hat and dy. Rounding errors scale with these, not with the results.
         """
-        x2, dy2 = bnp.to_2d(self.x), bnp.to_2d(self.dy)
+        x2, dy2 = self.columns(self.x), self.columns(self.dy)
         if self.training or "running_var" not in self.state:
             mu, var = x2.mean(axis=0), x2.var(axis=0)
         else:
             mu, var = (self.state[k].astype(np.float64) for k in ("running_mean", "running_var"))
         x_hat = (x2 - mu) / np.sqrt(var + eps)
         gamma = np.abs(self.state.get("weight", np.ones(1))).max()
+        # One gamma per column: the largest column sum; otherwise (layer and group norm) a
+        # parameter's sum runs across columns, and the total bounds it.
+        total = (lambda a: a.sum(axis=0).max()) if self.params_per_column else np.sum
         return {
             "dx": float(np.abs(dy2).max() * gamma / np.sqrt(var.min() + eps)),
-            "dgamma": float(np.abs(dy2 * x_hat).sum(axis=0).max()),
-            "dbeta": float(np.abs(dy2).sum(axis=0).max()),
+            "dgamma": float(total(np.abs(dy2 * x_hat))),
+            "dbeta": float(total(np.abs(dy2))),
         }
 
 
 def start_state(cfg: Config) -> dict[str, torch.Tensor]:
     """The state every layer starts from: non-trivial gamma, beta and running statistics (float64)."""
     rng = np.random.default_rng(cfg.seed)
-    layer = nn.BatchNorm1d(cfg.c, **cfg.options(), dtype=torch.float64)
+    layer = cfg.pytorch_layer(torch.float64)
     with torch.no_grad():
         if layer.weight is not None:
-            layer.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, cfg.c) * rng.choice([-1, 1], cfg.c)))
+            shape = tuple(layer.weight.shape)
+            layer.weight.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, shape) * rng.choice([-1, 1], shape)))
         if layer.bias is not None:
-            layer.bias.copy_(torch.from_numpy(rng.normal(0, 1, cfg.c)))
-        if layer.running_mean is not None:
+            layer.bias.copy_(torch.from_numpy(rng.normal(0, 1, tuple(layer.bias.shape))))
+        if getattr(layer, "running_mean", None) is not None:
             layer.running_mean.copy_(torch.from_numpy(rng.normal(0, 1, cfg.c)))
             layer.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, cfg.c)))
             layer.num_batches_tracked.fill_(int(rng.integers(0, 5)))
@@ -142,14 +188,21 @@ def start_state(cfg: Config) -> dict[str, torch.Tensor]:
 
 
 def batches(cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The (x, dy) pairs of every step: shifted, scaled inputs and a random upstream gradient."""
+    """The (x, dy) pairs of every step: shifted, scaled inputs and a random upstream gradient.
+
+    A shift and a scale per channel; for the layers that normalize each example (layer and
+    group norm), a shift per example too, so that a mean taken over the wrong values shows.
+    """
     rng = np.random.default_rng(cfg.seed + 1)
-    per_feature = (1, cfg.c) if cfg.length is None else (1, cfg.c, 1)
+    per_feature = (1, cfg.c) + (1,) * (len(cfg.shape) - 2)
     out = []
     for _ in range(cfg.train_steps + cfg.eval_steps):
         shift, scale = rng.normal(0, 2, cfg.c), rng.uniform(0.1, 3.0, cfg.c)
-        x = rng.normal(size=cfg.shape) * scale.reshape(per_feature) + shift.reshape(per_feature)
-        out.append((x, rng.normal(size=cfg.shape)))
+        x = rng.normal(size=cfg.shape) * scale.reshape(per_feature) + shift.reshape(per_feature) + cfg.offset
+        dy = rng.normal(size=cfg.shape)
+        if cfg.kind in ("LayerNorm", "GroupNorm"):
+            x = x + rng.normal(0, 5, (cfg.n,) + (1,) * (len(cfg.shape) - 1))
+        out.append((x, dy))
     return out
 
 
@@ -159,7 +212,7 @@ def batches(cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 class TorchLayer:
-    """An ``nn.BatchNorm1d``-like module, stepped through autograd on its device."""
+    """A module like ``nn.BatchNorm1d`` (or ``nn.LayerNorm``, ...), stepped through autograd on its device."""
 
     def __init__(self, module: nn.Module, dtype: torch.dtype, device: str = "cpu") -> None:
         self.module, self.dtype, self.device = module.to(device), dtype, device
@@ -187,7 +240,7 @@ class TorchLayer:
 class NumpyLayer:
     """The small adapter for a :class:`bnlib.numpy.BatchNorm1d`-like layer: forward, then ``backward(dy)``."""
 
-    def __init__(self, layer: bnp.BatchNorm1d) -> None:
+    def __init__(self, layer: Any) -> None:
         self.layer = layer
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -206,14 +259,16 @@ class NumpyLayer:
 def play(layer: TorchLayer | NumpyLayer, cfg: Config) -> list[Step]:
     """``cfg``'s steps on ``layer``, from :func:`start_state`."""
     layer.load_state_dict(start_state(cfg))
-    return [layer.step(x, dy, i < cfg.train_steps) for i, (x, dy) in enumerate(batches(cfg))]
+    steps = [layer.step(x, dy, i < cfg.train_steps) for i, (x, dy) in enumerate(batches(cfg))]
+    per_column = cfg.kind.startswith("BatchNorm")
+    return [replace(s, columns=cfg.columns, params_per_column=per_column) for s in steps]
 
 
 @functools.lru_cache(maxsize=512)
 def pytorch_steps(cfg: Config) -> list[Step]:
-    """The truth: ``cfg`` played on ``torch.nn.BatchNorm1d`` on the CPU (computed once per configuration)."""
+    """The truth: ``cfg`` played on PyTorch's layer (``nn.BatchNorm1d``, ...) on the CPU, once per configuration."""
     tdtype = DTYPES[cfg.dtype][1]
-    return play(TorchLayer(nn.BatchNorm1d(cfg.c, **cfg.options(), dtype=tdtype), tdtype), cfg)
+    return play(TorchLayer(cfg.pytorch_layer(tdtype), tdtype), cfg)
 
 
 def assert_close(actual, expected, rtol: float, what: str = "", scale: float | None = None) -> None:
@@ -265,21 +320,21 @@ def triton_interpreter() -> Iterator[None]:
             os.environ["TRITON_INTERPRET"] = before
 
 
-def _triton_layer(c: int, dtype: str, options: dict, device: str) -> TorchLayer:
+def _triton_layer(args: tuple, dtype: str, options: dict, device: str) -> TorchLayer:
     import bnlib.triton as bt  # here, under triton_interpreter(), which the fixture holds: not at collection
 
     if not (bt.INTERPRETED or device == "cuda"):
         raise RuntimeError("bnlib.triton was imported without the interpreter, and there is no GPU")
-    return TorchLayer(bt.BatchNorm1d(c, **options, dtype=DTYPES[dtype][1]), DTYPES[dtype][1], device)
+    return TorchLayer(bt.BatchNorm1d(*args, **options, dtype=DTYPES[dtype][1]), DTYPES[dtype][1], device)
 
 
 @dataclass(frozen=True)
 class Implementation:
-    """One implementation of ``BatchNorm1d``: how to build it (adapted for stepping), and what it needs."""
+    """One implementation of a layer: how to build it (adapted for stepping), and what it needs."""
 
     name: str
-    #: ``build(C, dtype, options, device)``: the layer, wrapped in :class:`TorchLayer` or :class:`NumpyLayer`.
-    build: Callable[[int, str, dict, str], TorchLayer | NumpyLayer]
+    #: ``build(args, dtype, options, device)``: the layer, wrapped in :class:`TorchLayer` or :class:`NumpyLayer`.
+    build: Callable[[tuple, str, dict, str], TorchLayer | NumpyLayer]
     #: cheap enough for the property-based tests (no compilation, no interpreter).
     fast: bool = True
     #: runs on a CUDA GPU (the NumPy layers do not).
@@ -291,25 +346,28 @@ class Implementation:
     compiles: bool = False
     #: where the CPU suite runs it.
     device: str = "cpu"
+    #: the ``torch.nn`` layer it stands in for (a :attr:`Config.kind`).
+    kind: str = "BatchNorm1d"
 
     def layer(self, cfg: Config, device: str | None = None) -> TorchLayer | NumpyLayer:
-        return self.build(cfg.c, cfg.dtype, cfg.options(), device or self.device)
+        assert cfg.kind == self.kind, f"{self.name} is a {self.kind}, not a {cfg.kind}"
+        return self.build(cfg.args(), cfg.dtype, cfg.options(), device or self.device)
 
     def steps(self, cfg: Config, device: str | None = None) -> list[Step]:
         return play(self.layer(cfg, device), cfg)
 
 
-def _torch_module(cls: Callable[..., nn.Module], **extra: Any) -> Callable[[int, str, dict, str], TorchLayer]:
-    def build(c: int, dtype: str, options: dict, device: str) -> TorchLayer:
-        return TorchLayer(cls(c, **options, dtype=DTYPES[dtype][1], **extra), DTYPES[dtype][1], device)
+def _torch_module(cls: Callable[..., nn.Module], **extra: Any) -> Callable[[tuple, str, dict, str], TorchLayer]:
+    def build(args: tuple, dtype: str, options: dict, device: str) -> TorchLayer:
+        return TorchLayer(cls(*args, **options, dtype=DTYPES[dtype][1], **extra), DTYPES[dtype][1], device)
 
     return build
 
 
-def _numpy_layer(cls: type[bnp.BatchNorm1d]) -> Callable[[int, str, dict, str], NumpyLayer]:
-    def build(c: int, dtype: str, options: dict, device: str) -> NumpyLayer:
+def _numpy_layer(cls: type) -> Callable[[tuple, str, dict, str], NumpyLayer]:
+    def build(args: tuple, dtype: str, options: dict, device: str) -> NumpyLayer:
         assert device == "cpu", "NumPy layers run on the CPU"
-        return NumpyLayer(cls(c, **options, dtype=DTYPES[dtype][0]))
+        return NumpyLayer(cls(*args, **options, dtype=DTYPES[dtype][0]))
 
     return build
 
@@ -439,7 +497,7 @@ def test_state_dict_moves_between_it_and_pytorch(implementation, options):
     ours = implementation.layer(cfg)
     assert list(ours.state_dict()) == list(theirs), "state_dict keys, in PyTorch's order"
     ours.load_state_dict(theirs)
-    back = nn.BatchNorm1d(cfg.c, **cfg.options(), dtype=torch.float64)
+    back = cfg.pytorch_layer(torch.float64)
     back.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})  # strict
     for k, v in theirs.items():
         assert torch.equal(back.state_dict()[k], v), k
@@ -476,6 +534,166 @@ def test_the_suite_tells_a_wrong_layer_from_a_right_one(mistake, where):
 
 
 # ---------------------------------------------------------------------------------------------
+# The normalization family: BatchNorm2d, LayerNorm and GroupNorm, against PyTorch's, the same way.
+# ---------------------------------------------------------------------------------------------
+
+FAMILY = [
+    Implementation("bnlib.numpy.BatchNorm2d", _numpy_layer(bnp.BatchNorm2d), cuda=False, kind="BatchNorm2d"),
+    Implementation("bnlib.torch.BatchNorm2d", _torch_module(bnt.BatchNorm2d), kind="BatchNorm2d"),
+    Implementation("bnlib.numpy.LayerNorm", _numpy_layer(bnp.LayerNorm), cuda=False, kind="LayerNorm"),
+    Implementation("bnlib.torch.LayerNorm", _torch_module(bnt.LayerNorm), kind="LayerNorm"),
+    Implementation("bnlib.numpy.GroupNorm", _numpy_layer(bnp.GroupNorm), cuda=False, kind="GroupNorm"),
+    Implementation("bnlib.torch.GroupNorm", _torch_module(bnt.GroupNorm), kind="GroupNorm"),
+]
+
+_BN2D = dict(kind="BatchNorm2d", n=4, c=3, hw=(5, 4))
+_LN = dict(kind="LayerNorm", n=4, c=3, length=5)
+_GN = dict(kind="GroupNorm", n=4, c=6, groups=3, hw=(3, 2))
+#: Per kind, the options one at a time (float64). N != C, spatial sizes above 1, 1 < groups < C.
+FAMILY_CASES: dict[str, dict[str, Config]] = {
+    "BatchNorm2d": {
+        "defaults": Config(**_BN2D),
+        "large-mean": Config(**_BN2D, offset=1e3, eps=1e-3),
+        "momentum-none": Config(**{**_BN2D, "n": 3}, momentum=None, eps=1e-3, train_steps=4),
+        "affine-false": Config(**_BN2D, affine=False, eps=0.1),
+        "bias-false": Config(**_BN2D, bias=False, eps=1e-2),
+        "no-running-stats": Config(**_BN2D, track_running_stats=False, eps=1e-2, eval_steps=2),
+        "one-pixel": Config(kind="BatchNorm2d", n=6, c=3, hw=(1, 1), eps=1e-2),
+    },
+    "LayerNorm": {
+        "last-dim": Config(kind="LayerNorm", n=6, c=7, eps=1e-3),
+        "two-dims": Config(**_LN, normalized_ndim=2, eps=1e-2),
+        "images": Config(kind="LayerNorm", n=3, c=4, hw=(3, 2), normalized_ndim=3, eps=0.1),
+        "large-mean": Config(**_LN, offset=1e3),
+        "affine-false": Config(**_LN, affine=False, eps=0.1),
+        "bias-false": Config(**_LN, normalized_ndim=2, bias=False, eps=1e-2),
+    },
+    "GroupNorm": {
+        "defaults": Config(**_GN),
+        "large-mean": Config(**_GN, offset=1e3, eps=1e-3),
+        "one-group": Config(kind="GroupNorm", n=3, c=4, length=5, groups=1, eps=1e-2),
+        "instance": Config(kind="GroupNorm", n=3, c=4, hw=(2, 3), groups=4, eps=1e-2),
+        "two-d": Config(kind="GroupNorm", n=5, c=6, groups=2, eps=0.1),
+        "affine-false": Config(**_GN, affine=False, eps=0.1),
+        "bias-false": Config(**_GN, bias=False, eps=1e-2),
+    },
+}
+
+
+@over(FAMILY, "case")([(i, c) for i in FAMILY for c in FAMILY_CASES[i.kind]])
+def test_normalization_family_matches_pytorch(implementation, case):
+    cfg = FAMILY_CASES[implementation.kind][case]
+    assert_same_steps(implementation.steps(cfg), pytorch_steps(cfg), RTOL[cfg.dtype], implementation.name, cfg.eps)
+
+
+FAMILY_FLOAT32 = {
+    "BatchNorm2d": Config(kind="BatchNorm2d", n=16, c=8, hw=(16, 16), dtype="float32", train_steps=2),
+    "LayerNorm": Config(kind="LayerNorm", n=64, c=16, hw=(8, 8), normalized_ndim=3, dtype="float32", train_steps=1),
+    "GroupNorm": Config(kind="GroupNorm", n=16, c=32, groups=8, hw=(8, 8), dtype="float32", train_steps=1),
+}
+
+
+@over(FAMILY)(FAMILY)
+def test_normalization_family_matches_pytorch_in_float32(implementation):
+    cfg = FAMILY_FLOAT32[implementation.kind]
+    assert_same_steps(implementation.steps(cfg), pytorch_steps(cfg), RTOL["float32"], implementation.name, cfg.eps)
+
+
+@st.composite
+def family_configs(draw, kind: str) -> Config:
+    """Any shape and options of ``kind`` that PyTorch accepts in training.
+
+    Layer and group norm normalize at least 2 values together: a single value normalizes to 0
+    exactly, which PyTorch computes as rounding noise (about 1e-14) that no rtol can compare.
+    """
+    n, c = draw(st.integers(1, 5)), draw(st.integers(1, 6))
+    hw = draw(st.one_of(st.none(), st.tuples(st.integers(1, 4), st.integers(1, 4))))
+    common = dict(kind=kind, n=n, c=c, eps=draw(st.sampled_from([1e-5, 1e-3, 0.1, 1.0])),
+                  affine=draw(st.booleans()), bias=draw(st.booleans()), train_steps=draw(st.integers(1, 3)),
+                  eval_steps=1, seed=draw(st.integers(0, 2**31)))
+    if kind == "BatchNorm2d":
+        hw = hw or (1, 1)
+        if n * hw[0] * hw[1] == 1:
+            hw = (2, hw[1])
+        return Config(**common, hw=hw, momentum=draw(st.sampled_from([None, 0.0, 0.1, 0.9, 1.0])),
+                      track_running_stats=draw(st.booleans()))
+    if kind == "LayerNorm":
+        cfg = Config(**common, hw=hw)
+        cfg = replace(cfg, normalized_ndim=draw(st.integers(1, len(cfg.shape) - 1)))
+        assume(np.prod(cfg.args()[0]) >= 2)
+        return cfg
+    groups = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
+    assume((c // groups) * (hw[0] * hw[1] if hw else 1) >= 2)
+    return Config(**common, hw=hw, groups=groups)
+
+
+@over(FAMILY)(FAMILY)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(data=st.data())
+def test_normalization_family_matches_pytorch_on_any_configuration(implementation, data):
+    cfg = data.draw(family_configs(implementation.kind))
+    assert_same_steps(implementation.steps(cfg), pytorch_steps(cfg), RTOL["float64"], implementation.name, cfg.eps)
+
+
+FAMILY_OPTIONS = {
+    "BatchNorm2d": [{}, {"affine": False}, {"track_running_stats": False}, {"bias": False}],
+    "LayerNorm": [{}, {"affine": False}, {"bias": False}, {"normalized_ndim": 2}],
+    "GroupNorm": [{}, {"affine": False}, {"bias": False}],
+}
+_FAMILY_SHAPES = {"BatchNorm2d": _BN2D, "LayerNorm": _LN, "GroupNorm": _GN}
+
+
+@over(FAMILY, "options")([(i, o) for i in FAMILY for o in FAMILY_OPTIONS[i.kind]])
+def test_family_state_dict_moves_between_it_and_pytorch(implementation, options):
+    cfg = Config(**_FAMILY_SHAPES[implementation.kind], **options)
+    theirs = start_state(cfg)
+    ours = implementation.layer(cfg)
+    assert list(ours.state_dict()) == list(theirs), "state_dict keys, in PyTorch's order"
+    ours.load_state_dict(theirs)
+    back = cfg.pytorch_layer(torch.float64)
+    back.load_state_dict({k: torch.as_tensor(v) for k, v in ours.state_dict().items()})  # strict
+    for k, v in theirs.items():
+        assert torch.equal(back.state_dict()[k], v), k
+        assert back.state_dict()[k].dtype == v.dtype, k
+
+
+class BesselFactorOfN(bnt.BatchNorm2d):
+    """A classic mistake in batch norm for convolutions: the running variance's factor N/(N-1), not m/(m-1)."""
+
+    def _normalize_with_batch_stats(self, x):
+        n, m = x.shape[0], x.numel() // x.shape[1]
+        y, mu, var = super()._normalize_with_batch_stats(x)
+        return y, mu, var * (m - 1) / m * n / (n - 1)  # the layer multiplies by m / (m - 1)
+
+
+class UnbiasedLayerNorm(bnt.LayerNorm):
+    """Layer norm normalizing with the unbiased variance (torch.var's default)."""
+
+    def forward(self, x):
+        dims = tuple(range(x.dim() - len(self.normalized_shape), x.dim()))
+        x_hat = (x - x.mean(dims, keepdim=True)) / torch.sqrt(x.var(dims, keepdim=True) + self.eps)
+        return x_hat * self.weight + self.bias
+
+
+class OneGroup(bnt.GroupNorm):
+    """Group norm taking the statistics over the whole example, whatever num_groups says."""
+
+    def forward(self, x):
+        return bnt.GroupNormFunction.apply(x, self.weight, self.bias, 1, self.eps)
+
+
+@pytest.mark.parametrize("mistake, case, where", [
+    (BesselFactorOfN, FAMILY_CASES["BatchNorm2d"]["defaults"], "running_var"),
+    (UnbiasedLayerNorm, FAMILY_CASES["LayerNorm"]["two-dims"], "y"),
+    (OneGroup, FAMILY_CASES["GroupNorm"]["defaults"], "y"),
+], ids=["bessel-factor-of-n", "unbiased-layer-norm", "one-group"])
+def test_the_suite_tells_a_wrong_family_layer_from_a_right_one(mistake, case, where):
+    wrong = Implementation(mistake.__name__, _torch_module(mistake), kind=case.kind)
+    with pytest.raises(AssertionError, match=rf"{mistake.__name__}, step 0 \(train\): {where}"):
+        assert_same_steps(wrong.steps(case), pytorch_steps(case), RTOL[case.dtype], wrong.name, case.eps)
+
+
+# ---------------------------------------------------------------------------------------------
 # On a GPU: the same steps, float32, against the CPU's nn.BatchNorm1d (skipped without one; the
 # CPU cases above run the same code).
 # ---------------------------------------------------------------------------------------------
@@ -486,4 +704,14 @@ def test_the_suite_tells_a_wrong_layer_from_a_right_one(mistake, where):
 @over(ON_CUDA, "case")([(i, c) for i in ON_CUDA for c in ("defaults", "three-d", "affine-false")])
 def test_matches_pytorch_on_cuda(implementation, case):
     cfg = replace(CASES[case], dtype="float32")
+    assert_same_steps(implementation.steps(cfg, device="cuda"), pytorch_steps(cfg), 1e-4, implementation.name, cfg.eps)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@over([i for i in FAMILY if i.cuda], "case")(
+    [(i, c) for i in FAMILY if i.cuda for c in ("defaults", "large-mean", "last-dim", "two-dims", "instance")
+     if c in FAMILY_CASES[i.kind]])
+def test_normalization_family_matches_pytorch_on_cuda(implementation, case):
+    cfg = replace(FAMILY_CASES[implementation.kind][case], dtype="float32")
     assert_same_steps(implementation.steps(cfg, device="cuda"), pytorch_steps(cfg), 1e-4, implementation.name, cfg.eps)

@@ -5,6 +5,8 @@ The layer's numbers against PyTorch's: tests/test_conformance.py.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -395,3 +397,183 @@ def test_forward_output_matches_the_equations_composed():
     mu = bnp.batch_mean(x)
     expected = bnp.scale_shift(bnp.normalize(x, mu, bnp.batch_var(x, mu), 0.1), layer.gamma, layer.beta)
     np.testing.assert_allclose(layer(x), expected, rtol=1e-14, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm2d, LayerNorm, GroupNorm (their numbers against PyTorch's: tests/test_conformance.py).
+# ---------------------------------------------------------------------------------------------
+
+
+def test_to_2d_puts_every_position_of_an_image_in_its_own_row_and_back():
+    x = np.arange(2 * 3 * 4 * 5, dtype=float).reshape(2, 3, 4, 5)
+    x2 = bnp.to_2d(x)
+    assert x2.shape == (2 * 4 * 5, 3)
+    np.testing.assert_array_equal(x2[7], x[0, :, 1, 2])  # row 7 = example 0, position (1, 2)
+    np.testing.assert_array_equal(bnp.from_2d(x2, x.shape), x)
+
+
+def test_batch_norm_2d_is_batch_norm_1d_over_every_position():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 5, 2)) * 2 + 1
+    bn2d, bn1d = bnp.BatchNorm2d(4, dtype=np.float64), bnp.BatchNorm1d(4, dtype=np.float64)
+    y = bn2d(x)
+    np.testing.assert_allclose(y.reshape(3, 4, 10), bn1d(x.reshape(3, 4, 10)), rtol=1e-14, atol=1e-14)
+    m = 3 * 5 * 2
+    expected = 0.9 + 0.1 * bnp.to_2d(x).var(axis=0) * m / (m - 1)  # Bessel's factor with m = N·H·W
+    np.testing.assert_allclose(bn2d.running_var, expected, rtol=1e-14)
+
+
+def test_normalize_rows_is_batch_norm_with_the_axes_swapped():
+    rng = np.random.default_rng(1)
+    x2 = rng.normal(size=(4, 7)) * 3 + 2
+    x_hat, _ = bnp.normalize_rows(x2, eps=1e-3)
+    mu = x2.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(x_hat, (x2 - mu) / np.sqrt(x2.var(axis=1, keepdims=True) + 1e-3), rtol=1e-13)
+
+
+def test_normalize_rows_backward_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    x2, dx_hat = rng.normal(size=(3, 5)) * 2 + 1, rng.normal(size=(3, 5))
+    _, cache = bnp.normalize_rows(x2, eps=0.1)
+    dx = bnp.normalize_rows_backward(dx_hat, cache)
+    report = check_gradients(lambda x: bnp.normalize_rows(x, eps=0.1)[0], {"x": x2}, dx_hat, {"x": dx})
+    assert report.ok, str(report)
+
+
+FAMILY = [
+    (bnp.BatchNorm2d, nn.BatchNorm2d, (3,), {"momentum": None, "bias": False}),
+    (bnp.LayerNorm, nn.LayerNorm, ((3, 4),), {"elementwise_affine": False, "eps": 1e-3}),
+    (bnp.LayerNorm, nn.LayerNorm, (4,), {"bias": False}),
+    (bnp.GroupNorm, nn.GroupNorm, (2, 6), {"affine": True, "bias": False}),
+    (bnp.GroupNorm, nn.GroupNorm, (3, 6), {}),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, args, kwargs", FAMILY, ids=lambda v: getattr(v, "__name__", None))
+def test_family_repr_and_state_dict_keys_are_pytorchs(ours, theirs, args, kwargs):
+    a, b = ours(*args, **kwargs), theirs(*args, **kwargs)
+    assert repr(a) == repr(b)
+    assert list(a.state_dict()) == list(b.state_dict())
+    for k, v in b.state_dict().items():
+        np.testing.assert_array_equal(a.state_dict()[k], v.numpy())
+
+
+def test_group_norm_rejects_groups_that_do_not_divide_the_channels():
+    with pytest.raises(ValueError, match=r"num_channels \(6\) must be divisible by num_groups \(4\)"):
+        bnp.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match="num_groups must be a positive integer"):
+        bnp.GroupNorm(0, 6)
+
+
+#: (layer, its arguments, bad input): the same error type and message as PyTorch's.
+FAMILY_BAD_INPUTS = [
+    ("BatchNorm2d", (3,), (2, 3, 4)),
+    ("BatchNorm2d", (3,), (1, 3, 1, 1)),
+    ("LayerNorm", ((3, 4),), (2, 4, 3)),
+    ("LayerNorm", ((3, 4),), (4,)),
+    ("GroupNorm", (2, 6), (6,)),
+    ("GroupNorm", (2, 6), (2, 4, 3)),
+    ("GroupNorm", (2, 2), (1, 2)),
+]
+
+
+def _raised(f) -> BaseException:
+    try:
+        f()
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return error
+    raise AssertionError("no error was raised")
+
+
+@pytest.mark.parametrize("kind, args, shape", FAMILY_BAD_INPUTS,
+                         ids=[f"{k}-{s}" for k, _, s in FAMILY_BAD_INPUTS])
+def test_family_bad_input_raises_pytorchs_error(kind, args, shape):
+    ours = _raised(lambda: getattr(bnp, kind)(*args)(np.zeros(shape, np.float32)))
+    theirs = _raised(lambda: getattr(nn, kind)(*args)(torch.zeros(shape)))
+    assert type(ours) is type(theirs), f"{type(ours).__name__}: {ours} (PyTorch: {type(theirs).__name__})"
+    assert _sizes_as_lists(str(ours)) == _sizes_as_lists(str(theirs))
+
+
+def _sizes_as_lists(message: str) -> str:
+    """PyTorch prints a size as ``torch.Size([1, 3])``, NumPy a shape as ``(1, 3)``: both as ``[1, 3]``."""
+    return re.sub(r"torch\.Size\((\[[\d, ]*\])\)|\(([\d, ]+)\)", lambda g: g[1] or f"[{g[2]}]", message)
+
+
+@pytest.mark.parametrize("kind, args", [("LayerNorm", (4,)), ("GroupNorm", (2, 4))])
+def test_family_input_of_another_precision_is_rejected(kind, args):
+    with pytest.raises(TypeError, match="does not match the layer's float32"):
+        getattr(bnp, kind)(*args)(np.zeros((2, 4), np.float64))
+    with pytest.raises(TypeError, match="floating-point"):
+        getattr(bnp, kind)(*args)(np.zeros((2, 4), np.int64))
+
+
+@pytest.mark.parametrize("layer", [bnp.LayerNorm((3, 4), dtype=np.float64), bnp.GroupNorm(3, 6, dtype=np.float64)],
+                         ids=["LayerNorm", "GroupNorm"])
+def test_family_statistics_are_each_examples_own_in_both_modes(layer):
+    x = np.random.default_rng(3).normal(size=(5, 6, 3, 4)) * 2 + 1
+    if isinstance(layer, bnp.LayerNorm):
+        x = x[:, :, :3, :4]
+    alone = layer(x[:1])
+    np.testing.assert_allclose(layer(x)[:1], alone, rtol=1e-14, atol=1e-14)
+    np.testing.assert_array_equal(layer.eval()(x[:1]), alone)
+
+
+def test_group_norm_backward_matches_finite_differences():
+    rng = np.random.default_rng(4)
+    x, dy = rng.normal(size=(2, 6, 2, 3)) * 2 + 1, rng.normal(size=(2, 6, 2, 3))
+    layer = bnp.GroupNorm(3, 6, eps=0.1, dtype=np.float64)
+    layer.gamma, layer.beta = rng.normal(size=6), rng.normal(size=6)
+
+    def f(x, gamma, beta):
+        probe = bnp.GroupNorm(3, 6, eps=0.1, dtype=np.float64)
+        probe.gamma, probe.beta = gamma, beta
+        return probe(x)
+
+    layer(x)
+    dx = layer.backward(dy)
+    report = check_gradients(f, {"x": x, "gamma": layer.gamma, "beta": layer.beta}, dy,
+                             {"x": dx, "gamma": layer.dgamma, "beta": layer.dbeta})
+    assert report.ok, str(report)
+
+
+def test_layer_norm_backward_matches_finite_differences():
+    rng = np.random.default_rng(5)
+    x, dy = rng.normal(size=(3, 2, 4)) * 2 + 1, rng.normal(size=(3, 2, 4))
+    layer = bnp.LayerNorm((2, 4), eps=0.1, dtype=np.float64)
+    layer.gamma, layer.beta = rng.normal(size=(2, 4)), rng.normal(size=(2, 4))
+
+    def f(x, gamma, beta):
+        probe = bnp.LayerNorm((2, 4), eps=0.1, dtype=np.float64)
+        probe.gamma, probe.beta = gamma, beta
+        return probe(x)
+
+    layer(x)
+    dx = layer.backward(dy)
+    report = check_gradients(f, {"x": x, "gamma": layer.gamma, "beta": layer.beta}, dy,
+                             {"x": dx, "gamma": layer.dgamma, "beta": layer.dbeta})
+    assert report.ok, str(report)
+
+
+def test_group_norm_with_one_value_per_group_gives_beta_exactly():
+    layer = bnp.GroupNorm(4, 4, dtype=np.float64)
+    layer.beta = np.array([1.0, -2.0, 3.0, 0.5])
+    y = layer(np.random.default_rng(6).normal(size=(3, 4)) * 5 + 7)
+    np.testing.assert_array_equal(y, np.broadcast_to(layer.beta, (3, 4)))
+
+
+@pytest.mark.parametrize("layer", [bnp.LayerNorm(4), bnp.GroupNorm(2, 4)], ids=["LayerNorm", "GroupNorm"])
+def test_family_load_state_dict_rejects_missing_keys_and_wrong_shapes_and_changes_nothing(layer):
+    with pytest.raises(KeyError, match=r"missing keys \['bias'\]"):
+        layer.load_state_dict({"weight": np.full(4, 2.0)})
+    with pytest.raises(ValueError, match="expected"):
+        layer.load_state_dict({"weight": np.ones(5), "bias": np.zeros(5)})
+    np.testing.assert_array_equal(layer.gamma, 1)
+
+
+def test_family_empty_batch_gives_empty_output():
+    cases = [(bnp.LayerNorm(4), np.zeros((0, 4), np.float32)), (bnp.GroupNorm(2, 4), np.zeros((0, 4, 3), np.float32))]
+    for layer, x in cases:
+        y = layer(x)
+        assert y.shape == x.shape
+        assert layer.backward(np.zeros_like(x)).shape == x.shape
+        np.testing.assert_array_equal(layer.dgamma, 0)

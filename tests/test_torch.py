@@ -276,6 +276,172 @@ def test_one_value_per_channel_is_rejected_in_eval_without_running_stats():
 
 
 # ---------------------------------------------------------------------------------------------
+# BatchNorm2d, LayerNorm, GroupNorm: drop-ins, by hand (tests/test_conformance.py plays them
+# against PyTorch step by step; here what is specific to each).
+# ---------------------------------------------------------------------------------------------
+
+FAMILY = {"BatchNorm2d": (3,), "LayerNorm": ((3, 4),), "GroupNorm": (2, 6)}
+FAMILY_OPTIONS = {
+    "BatchNorm2d": [{}, {"affine": False}, {"track_running_stats": False}, {"bias": False, "momentum": None}],
+    "LayerNorm": [{}, {"elementwise_affine": False}, {"bias": False, "eps": 1e-3}],
+    "GroupNorm": [{}, {"affine": False}, {"bias": False, "eps": 1e-3}],
+}
+
+
+@pytest.mark.parametrize("kind", FAMILY)
+def test_family_constructor_signatures_are_pytorchs(kind):
+    ours = inspect.signature(getattr(bnt, kind).__init__).parameters
+    theirs = inspect.signature(getattr(nn, kind).__init__).parameters
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        assert ours[name].default == theirs[name].default, name
+        assert ours[name].kind == theirs[name].kind, name
+
+
+@pytest.mark.parametrize("kind, kwargs", [(k, o) for k in FAMILY for o in FAMILY_OPTIONS[k]], ids=str)
+def test_family_parameters_buffers_and_repr_are_pytorchs(kind, kwargs):
+    ours, theirs = getattr(bnt, kind)(*FAMILY[kind], **kwargs), getattr(nn, kind)(*FAMILY[kind], **kwargs)
+    assert repr(ours) == repr(theirs)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+    for (name, a), (_, b) in zip(ours.state_dict().items(), theirs.state_dict().items(), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), name
+    for attr in theirs.__constants__:
+        assert getattr(ours, attr) == getattr(theirs, attr), attr
+
+
+@pytest.mark.parametrize("shape", [4, (4,), [3, 4], torch.Size([3, 4])], ids=str)
+def test_layer_norm_takes_an_int_or_a_sequence_as_normalized_shape(shape):
+    ours, theirs = bnt.LayerNorm(shape), nn.LayerNorm(shape)
+    assert ours.normalized_shape == theirs.normalized_shape
+    assert ours.weight.shape == theirs.weight.shape
+
+
+def test_group_norm_rejects_groups_that_do_not_divide_the_channels_as_pytorch():
+    with pytest.raises(ValueError) as theirs:
+        nn.GroupNorm(4, 6)
+    with pytest.raises(ValueError, match=r"num_channels \(6\) must be divisible by num_groups \(4\)") as ours:
+        bnt.GroupNorm(4, 6)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_batch_norm_2d_loads_an_old_state_dict_without_num_batches_tracked():
+    state = nn.BatchNorm2d(3).state_dict()
+    del state["num_batches_tracked"]
+    state._metadata[""]["version"] = 1
+    ours = bnt.BatchNorm2d(3)
+    ours.load_state_dict(state)
+    assert int(ours.num_batches_tracked) == 0
+
+
+#: (layer, its arguments, bad input): PyTorch raises the same error type with the same message.
+FAMILY_BAD_INPUTS = [
+    ("BatchNorm2d", (3,), torch.zeros(2, 3, 4)),
+    ("BatchNorm2d", (3,), torch.zeros(1, 3, 1, 1)),
+    ("LayerNorm", ((3, 4),), torch.zeros(2, 4, 3)),
+    ("LayerNorm", ((3, 4),), torch.zeros(4)),
+    ("GroupNorm", (2, 6), torch.zeros(6)),
+    ("GroupNorm", (2, 6), torch.zeros(2, 4, 3)),
+    ("GroupNorm", (2, 2), torch.zeros(1, 2)),
+]
+
+
+def _raised(f) -> BaseException:
+    try:
+        f()
+    except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+        return error
+    raise AssertionError("no error was raised")
+
+
+@pytest.mark.parametrize("kind, args, x", FAMILY_BAD_INPUTS,
+                         ids=[f"{k}-{tuple(x.shape)}" for k, _, x in FAMILY_BAD_INPUTS])
+def test_family_bad_input_raises_pytorchs_error(kind, args, x):
+    ours = _raised(lambda: getattr(bnt, kind)(*args)(x))
+    theirs = _raised(lambda: getattr(nn, kind)(*args)(x))
+    assert type(ours) is type(theirs), f"{type(ours).__name__}: {ours} (PyTorch: {type(theirs).__name__})"
+    assert str(ours) == str(theirs)
+
+
+@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm"])
+def test_family_input_of_another_precision_is_rejected(kind):
+    with pytest.raises(TypeError, match="does not match the layer's torch.float32"):
+        getattr(bnt, kind)(*FAMILY[kind])(torch.zeros(2, 6, 3, 4, dtype=torch.float64))
+
+
+def _family_input(kind: str, shape=(2, 6, 3, 4)) -> torch.Tensor:
+    return torch.randn(shape[:2] + (3, 4) if kind == "LayerNorm" else shape) * 3 + 1
+
+
+@pytest.mark.parametrize("kind", FAMILY)
+@pytest.mark.parametrize("training", [True, False])
+def test_family_never_calls_a_builtin_norm(kind, training, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("bnlib.torch called one of PyTorch's own normalizations")
+
+    for module, name in [(torch.nn.functional, "batch_norm"), (torch.nn.functional, "layer_norm"),
+                         (torch.nn.functional, "group_norm"), (torch, "batch_norm"), (torch, "layer_norm"),
+                         (torch, "group_norm"), (torch, "native_batch_norm"), (torch, "native_layer_norm")]:
+        monkeypatch.setattr(module, name, forbidden)
+    channels = 3 if kind == "BatchNorm2d" else 6
+    layer = getattr(bnt, kind)(*FAMILY[kind]).train(training)
+    x = _family_input(kind, (2, channels, 3, 4)).requires_grad_()
+    with _RecordOps() as recorder:
+        layer(x).backward(torch.randn_like(x))
+    assert recorder.ops, "the dispatch recorder saw nothing"
+    assert not [op for op in recorder.ops if "norm" in op], recorder.ops
+
+
+@pytest.mark.parametrize("function, extra, shape", [
+    (bnt.LayerNormFunction, 2, (3, 2, 4)),
+    (bnt.GroupNormFunction, 3, (2, 6, 2, 2)),
+    (bnt.GroupNormFunction, 2, (3, 4)),
+], ids=["layer-norm", "group-norm-4d", "group-norm-2d"])
+def test_family_functions_pass_gradcheck(function, extra, shape):
+    torch.manual_seed(0)
+    x = (torch.randn(shape, dtype=torch.float64) * 2 + 1).requires_grad_()
+    param_shape = shape[1:] if function is bnt.LayerNormFunction else (shape[1],)
+    gamma = torch.randn(param_shape, dtype=torch.float64, requires_grad=True)
+    beta = torch.randn(param_shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, g, b: function.apply(x, g, b, extra, 1e-3), (x, gamma, beta))
+
+
+@pytest.mark.parametrize("kind", ["LayerNorm", "GroupNorm"])
+def test_family_statistics_are_each_examples_own_in_both_modes(kind):
+    layer = getattr(bnt, kind)(*FAMILY[kind])
+    x = _family_input(kind)
+    alone = layer(x[:1])
+    assert torch.allclose(layer(x)[:1], alone, atol=1e-6), "the other examples changed the first one's output"
+    assert torch.equal(layer.eval()(x[:1]), alone), "evaluation computes otherwise than training"
+
+
+def test_group_norm_with_one_value_per_group_gives_beta_exactly():
+    layer = bnt.GroupNorm(4, 4)
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([1.0, -2.0, 3.0, 0.5]))
+    y = layer(torch.randn(3, 4) * 5 + 7)
+    assert torch.equal(y, layer.bias.detach().expand(3, 4))
+
+
+def test_batch_norm_2d_takes_channels_last_input():
+    x = torch.randn(4, 3, 5, 6).to(memory_format=torch.channels_last)
+    ours, theirs = bnt.BatchNorm2d(3), nn.BatchNorm2d(3)
+    torch.testing.assert_close(ours(x), theirs(x))
+    torch.testing.assert_close(ours.running_var, theirs.running_var)
+
+
+@pytest.mark.parametrize("kind", FAMILY)
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_family_half_precision_input_is_returned_in_its_own_dtype(kind, half):
+    channels = 3 if kind == "BatchNorm2d" else 6
+    x = _family_input(kind, (4, channels, 3, 4)).to(half)
+    ours, theirs = getattr(bnt, kind)(*FAMILY[kind]), getattr(nn, kind)(*FAMILY[kind])
+    y = ours(x)
+    assert y.dtype == half
+    torch.testing.assert_close(y.float(), theirs(x).float(), atol=0.05, rtol=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
 # CUDA: the same code on a GPU (skipped without one; the paths above cover the CPU).
 # ---------------------------------------------------------------------------------------------
 
