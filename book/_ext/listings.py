@@ -28,7 +28,8 @@ def _docstrings(tree: ast.AST) -> list[ast.Expr]:
     for node in ast.walk(tree):
         if isinstance(node, _DEFINITIONS) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
                 found.append(first)
     return found
 
