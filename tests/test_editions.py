@@ -123,6 +123,7 @@ def test_the_instructor_edition_ran_no_notebook_again(instructor_build):
 
 @pytest.mark.slow
 def test_student_sources_and_downloads_hold_no_instructor_block(book_build):
+    assert book_build.returncode == 0, book_build.log[-4000:]
     sources = book_build.html / "_sources"
     texts = [p.read_text() for p in sources.rglob("*.md")]
     texts += [c.source for p in sources.rglob("*.ipynb") for c in nbformat.read(p, as_version=4).cells]

@@ -153,6 +153,7 @@ def test_the_probe_saw_the_figures_of_every_chapter_that_draws(book_build, shown
 
 @pytest.mark.slow
 def test_every_figure_has_a_caption_and_alt_text(book_build):
+    assert book_build.returncode == 0, "the book did not build; see tests/test_book.py"
     bare = []
     for source, (chapter, cell) in _executed_cells(book_build).items():
         if not any("image/png" in out.get("data", {}) for out in cell.outputs):
