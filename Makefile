@@ -1,5 +1,6 @@
 # The two commands a fresh machine needs (see README.md):
-#   make        set up, release the student notebooks, build the book
+#   make        set up, release the student notebooks, build the book (the student edition;
+#               make book EDITION=instructor builds the instructor edition)
 #   make test   set up, run the whole test suite (what CI runs: .ci/run)
 #   make gpu-check   on a CUDA machine: the cuda tests, Triton and a student layer against
 #               nn.BatchNorm1d, the benchmark at the goal shapes (tests/gpu_check.py; < 5 min)
@@ -58,11 +59,23 @@ $(MATHJAX):
 release: python
 	$(PY) -m autograder release
 
+# The book in one of its two editions (book/_ext/edition.py): EDITION=student (the default:
+# derivations, graphs, worked numbers and checks, no code that answers a graded function)
+# into _build/html, or EDITION=instructor (also the reference code's full listings, to
+# publish after the deadline) into _build/instructor/_build/html. Both share one execution
+# cache, _build/.jupyter_cache: the editions differ only in Markdown, so a chapter one of them
+# has run is not run again for the other.
 # TMPDIR inside _build: what the chapters' code leaves in temporary folders (TorchInductor's
 # kernels, for one) stays in the checkout, not in /tmp.
+EDITION ?= student
+BOOK_OUTPUT_student := .
+BOOK_OUTPUT_instructor := _build/instructor
+
 book: python mathjax
+	@test -n "$(BOOK_OUTPUT_$(EDITION))" || { echo "error: EDITION must be student or instructor, not '$(EDITION)'" >&2; exit 1; }
 	@mkdir -p _build/tmp
-	TMPDIR=$(CURDIR)/_build/tmp $(BIN)/jupyter-book build -W --keep-going .
+	TMPDIR=$(CURDIR)/_build/tmp BN_EDITION=$(EDITION) BN_EXECUTION_CACHE=$(CURDIR)/_build/.jupyter_cache \
+	  $(BIN)/jupyter-book build -W --keep-going --path-output $(BOOK_OUTPUT_$(EDITION)) .
 
 # Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
 book-bench: python mathjax release

@@ -138,6 +138,7 @@ class BookBuild:
     log: str  #: stdout and stderr of jupyter-book
     returncode: int
     seconds: float
+    figures: Path  #: what tests/figure_probe.py recorded of every figure shown (tests/test_figures.py)
 
 
 @pytest.fixture(scope="session")
@@ -145,13 +146,20 @@ def book_build(student_release: Path) -> BookBuild:
     """The book, built once per session from scratch, every notebook executed.
 
     ``jupyter-book build --all -W --keep-going`` into ``_build/test-book`` (emptied first, so
-    no execution cache is reused; left afterwards for inspection). The build links the student
-    notebooks, so it needs the release first.
+    no execution cache is reused; left afterwards for inspection): the student edition, the
+    default. The build links the student notebooks, so it needs the release first. Its kernels
+    start with ``tests/figure_probe.py`` (a private IPython profile), which records every
+    figure shown in ``figures/``.
     """
     root = REPO / "_build" / "test-book"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    startup = root / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    shutil.copy(REPO / "tests" / "figure_probe.py", startup / "50-figure-probe.py")
+    env = dict(os.environ, PYTHONHASHSEED="0", IPYTHONDIR=str(root / "ipython"),
+               BN_FIGURE_REPORT=str(root / "figures"))
+    env.pop("BN_EDITION", None)
     start = time.perf_counter()
     proc = subprocess.run(
         [str(BIN / "jupyter-book"), "build", "--all", "-W", "--keep-going",
@@ -167,4 +175,29 @@ def book_build(student_release: Path) -> BookBuild:
     artifacts = REPO / "_build" / "test-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "book-build.log").write_text(log)
-    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds)
+    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds, root / "figures")
+
+
+@pytest.fixture(scope="session")
+def instructor_build(book_build: BookBuild) -> BookBuild:
+    """The instructor edition, as ``make book EDITION=instructor`` builds it.
+
+    ``BN_EDITION=instructor``, into ``_build/test-book-instructor`` (emptied first), with the
+    execution cache of the session's student build (``BN_EXECUTION_CACHE``): the two editions
+    have the same code cells, so no notebook runs again.
+    """
+    assert book_build.returncode == 0, "the student edition did not build; see tests/test_book.py"
+    root = REPO / "_build" / "test-book-instructor"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    env = dict(os.environ, PYTHONHASHSEED="0", BN_EDITION="instructor",
+               BN_EXECUTION_CACHE=str(book_build.root / "_build" / ".jupyter_cache"))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(BIN / "jupyter-book"), "build", "--all", "-W", "--keep-going", "--path-output", str(root), "."],
+        cwd=REPO, capture_output=True, text=True, timeout=1200, env=env,
+    )
+    seconds = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    (REPO / "_build" / "test-artifacts" / "book-build-instructor.log").write_text(log)
+    return BookBuild(root, root / "_build" / "html", log, proc.returncode, seconds, root / "figures")

@@ -2,9 +2,13 @@
 
 Chapters display library code with ``literalinclude`` and ``:pyobject:``. These tests check
 that every such include names an existing object of a ``bnlib`` module, that the built page
-shows exactly that object's current source, and that no code cell of the book defines a
-function or class under a name ``bnlib`` uses (a hand-copied ``batch_mean`` would pass
-today and drift tomorrow).
+shows exactly that object's current source (as ``book/_ext/listings.py`` shows it, without
+its docstrings), and that no code cell of the book defines a function or class under a name
+``bnlib`` uses (a hand-copied ``batch_mean`` would pass today and drift tomorrow).
+
+A listing inside an ``{only} instructor`` block is shown by the instructor edition only
+(``book/_ext/edition.py``): the instructor edition must show every listing, the student
+edition the others and none of those.
 """
 
 from __future__ import annotations
@@ -23,21 +27,42 @@ REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
 
 
+def _extension(name: str):
+    """A Sphinx extension of the book (``book/_ext/<name>.py``), imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"book_ext_{name}", BOOK / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+edition = _extension("edition")
+listings = _extension("listings")
+
+
 class Include(NamedTuple):
     chapter: str  #: e.g. "backward"
     path: str  #: as written, relative to the chapter
     pyobject: str | None
+    student: bool = True  #: shown by the student edition too (not inside an instructor-only block)
 
 
 _INCLUDE = re.compile(r"```\{literalinclude\}\s+(\S+)\s*\n((?::[^\n]*\n)*)")
 
 
+def _student_view(markdown: str) -> str:
+    """The chapter as the student edition shows it (its instructor-only blocks removed)."""
+    return edition.strip_blocks(markdown, lambda expression: expression.strip() == "student", hide_solutions=True)
+
+
 def includes() -> list[Include]:
     found = []
     for md in sorted(BOOK.glob("*.md")):
-        for match in _INCLUDE.finditer(md.read_text()):
+        text = md.read_text()
+        student = {(m.group(1), m.group(2)) for m in _INCLUDE.finditer(_student_view(text))}
+        for match in _INCLUDE.finditer(text):
             options = dict(re.findall(r":(\w+):\s*(.*)", match.group(2)))
-            found.append(Include(md.stem, match.group(1), options.get("pyobject")))
+            shown = (match.group(1), match.group(2)) in student
+            found.append(Include(md.stem, match.group(1), options.get("pyobject"), shown))
     return found
 
 
@@ -90,6 +115,8 @@ def resolve(include: Include):
     obj = importlib.import_module(module)
     for part in include.pyobject.split("."):
         obj = getattr(obj, part)
+    if not (inspect.isfunction(obj) or inspect.isclass(obj)) and inspect.isfunction(getattr(obj, "fn", None)):
+        obj = obj.fn  # a Triton kernel (a JITFunction) wraps the Python function it compiles
     return obj, module
 
 
@@ -131,14 +158,47 @@ def test_no_code_cell_redefines_a_bnlib_function():
     assert not copies, "code cells define bnlib names with code that is not bnlib's:\n" + "\n".join(copies)
 
 
-@pytest.mark.slow
-def test_built_pages_show_the_current_library_source(book_build):
+def test_the_graded_listings_are_for_the_instructor_edition_only():
+    shown = {(Path(i.path).name, i.pyobject) for i in includes() if i.student}
+    answers = [("numpy.py", name) for name in ["batch_mean", "batch_var", "normalize", "scale_shift",
+                                               "forward_train", "_forward", "backward_staged", "backward_compact",
+                                               "update_running_stats", "forward_eval", "BatchNorm1d.forward"]]
+    answers += [("torch.py", "BatchNormFunction"), ("torch.py", "BatchNorm1d"), ("fused_torch.py", "backward_train")]
+    for file, name in answers:
+        assert (file, name) not in shown, \
+            f"the student edition would display {file}'s {name}, an answer to a graded function"
+
+
+def _blocks(html: Path, chapter: str) -> list[str]:
     from bs4 import BeautifulSoup
 
+    soup = BeautifulSoup((html / "book" / f"{chapter}.html").read_text(), "html.parser")
+    return [textwrap.dedent(pre.get_text()).strip() for pre in soup.select("div.highlight pre")]
+
+
+def _listing(include: Include) -> tuple[str, str]:
+    obj, module = resolve(include)
+    return listings.without_docstrings(textwrap.dedent(inspect.getsource(obj))).strip(), f"{module}.{include.pyobject}"
+
+
+@pytest.mark.slow
+def test_instructor_pages_show_the_current_library_source(instructor_build):
+    assert instructor_build.returncode == 0, f"the instructor edition did not build:\n{instructor_build.log[-4000:]}"
     for chapter in sorted({i.chapter for i in includes()}):
-        soup = BeautifulSoup((book_build.html / "book" / f"{chapter}.html").read_text(), "html.parser")
-        blocks = [textwrap.dedent(pre.get_text()).strip() for pre in soup.select("div.highlight pre")]
+        blocks = _blocks(instructor_build.html, chapter)
         for include in [i for i in includes() if i.chapter == chapter]:
-            obj, module = resolve(include)
-            source = textwrap.dedent(inspect.getsource(obj)).strip()
-            assert source in blocks, f"{chapter} does not show the current source of {module}.{include.pyobject}"
+            source, name = _listing(include)
+            assert source in blocks, f"the instructor edition's {chapter} does not show the current source of {name}"
+
+
+@pytest.mark.slow
+def test_student_pages_show_only_the_listings_that_are_no_answers(book_build):
+    assert book_build.returncode == 0
+    for chapter in sorted({i.chapter for i in includes()}):
+        blocks = _blocks(book_build.html, chapter)
+        for include in [i for i in includes() if i.chapter == chapter]:
+            source, name = _listing(include)
+            if include.student:
+                assert source in blocks, f"the student edition's {chapter} does not show the current source of {name}"
+            else:
+                assert source not in blocks, f"the student edition's {chapter} shows {name}, an instructor-only listing"
