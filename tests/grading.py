@@ -75,7 +75,7 @@ def judge_channel(nb, channel: Path, seed: int) -> dict[str, Any]:
     verdicts = {}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade"):
+        if meta.get("grade") and cell.get("cell_type") == "code":  # written answers are graded by hand
             record = Record.load(channel, meta["grade_id"])
             verdicts[meta["grade_id"]] = judging.verdict(meta["grade_id"], record, seed, source)
     return verdicts
