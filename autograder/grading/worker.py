@@ -43,11 +43,11 @@ from nbgrader.utils import determine_grade
 from traitlets.config import Config
 from traitlets.utils.importstring import import_item
 
+from autograder import judging
 from autograder.grading import process
 from autograder.grading.classify import cell_notes, classify, reason
-from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
+from autograder.grading.jobs import WRITTEN, Answer, Job, Part, PartResult, Status
 from autograder.inside import scenarios
-from autograder import judging
 from autograder.notebook import is_test, student_source, title
 from autograder.output import feedback, speed
 from autograder.sandbox import RunResult, SandboxError
@@ -263,9 +263,11 @@ def _finish(answer: Answer, job: Job, nb, started: float) -> Answer:
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
-            score, points = determine_grade(cell)
-            part = answer.parts.setdefault(meta["grade_id"], PartResult(title=title(cell.source)))
-            part.score, part.max_score = float(score or 0.0), float(points)
+            score, points = determine_grade(cell)  # a written answer: no score until a grader gives one
+            written = cell.cell_type == "markdown"
+            part = answer.parts.setdefault(meta["grade_id"],
+                                           PartResult(title=WRITTEN if written else title(cell.source)))
+            part.score, part.max_score, part.manual = float(score or 0.0), float(points), written
     answer.score = sum(p.score for p in answer.parts.values())
     answer.max_score = sum(p.max_score for p in answer.parts.values())
     answer.notebook = nbformat.writes(nb)

@@ -12,7 +12,9 @@ autograder's ``bngrade_result`` table (how each run ended, why, which mistakes w
 (empty for a clean run); each ``<part>`` column (a graded test cell's id) holds the points that
 row earned on that part, empty for a part of another assignment. After ``grade --speed``, a last
 column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time over
-``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`).
+``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`). After all of them come
+``provisional`` and ``manual_pending``, for the written answers graded by hand
+(:mod:`autograder.output.manual`): a waiting answer's part column is empty.
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
@@ -34,7 +36,7 @@ from nbgrader.api import Gradebook
 
 from autograder.grading.jobs import STATUSES, Status
 from autograder.grading.store import GradingFolder, write_atomic
-from autograder.output import speed
+from autograder.output import manual, speed
 
 __all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD"]
 
@@ -68,6 +70,7 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
     results = course.results()
     speeds = course.speeds()
     scores = gradebook_scores(course)
+    waiting = manual.pending(course.db_url)
     part_names: list[str] = []
     out = []
     for (student, assignment), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -82,6 +85,7 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
                     "status": r.status, "reason": r.reason, **{g: _num(v) for g, v in parts.items()}})
         if speeds:
             out[-1][SPEED_FIELD] = speed.cell_text(speeds.get((student, assignment)))
+        manual.mark(out[-1], waiting.get((student, assignment), []) if r.status != Status.MISSING else [])
     if speeds:
         part_names.append(SPEED_FIELD)
     return out, part_names
@@ -94,7 +98,7 @@ def _num(x: float) -> str:
 def write_csv(course: GradingFolder) -> Path:
     table, parts = rows(course)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts + manual.FIELDS, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)
     path = course.root / "grades.csv"
@@ -223,6 +227,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 <table><tr><th>assignment</th><th>students</th>{status_heads}<th>mean score (handed in)</th></tr>
 {''.join(status_rows)}</table>
 {''.join(sections)}
+{manual.html_section(table)}
 {_speed_html(course)}
 <h2>Most common named mistakes</h2>
 {mistakes_html}
