@@ -5,7 +5,8 @@ and ``bn-torch``) carry the course's finite-difference checker in a locked cell 
 ``grade_id`` :data:`CELL_ID`. That cell is not a copy kept by hand: :func:`cell_source` makes
 it from ``bnlib/gradcheck.py`` (the code after the module docstring, without the
 ``from __future__`` import, which would change how every later cell of the notebook is
-compiled, and without ``__all__``), the release refuses a source notebook whose cell differs
+compiled, without ``__all__``, and without the docstrings' ``Example:`` sections, which use
+the reference library students do not have), the release refuses a source notebook whose cell differs
 (:func:`stale_cells`), and ``python -m autograder.course.checker`` writes the cell anew into
 ``solutions/``. A locked cell rather than a helper file beside the notebook because nbgrader
 restores a locked cell before grading and the notebook then needs nothing else: not a second
@@ -70,9 +71,24 @@ def cell_source(source: str | None = None) -> str:
     missing = set(FINITE_DIFFERENCES) - defined
     if missing:
         raise ValueError(f"{SOURCE} no longer defines {sorted(missing)}; update autograder/inside/policy.py")
+    keep = [_without_examples(k) for k in keep]
     imports = [k for k in keep if k.startswith(("import ", "from "))]
     body = [k for k in keep if not k.startswith(("import ", "from "))]
     return _HEADER + "\n" + "\n".join(imports) + "\n\n\n" + "\n\n\n".join(body) + "\n"
+
+
+def _without_examples(code: str) -> str:
+    """``code`` without its docstrings' ``Example:`` sections (from that line to the closing quotes)."""
+    out, skipping = [], False
+    for line in code.splitlines():
+        if line.strip() == "Example:":
+            skipping = True
+            continue
+        if skipping and line.strip() == '"""':
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _cell(nb: nbformat.NotebookNode):
