@@ -311,3 +311,13 @@ def test_grading_one_late_notebook_keeps_the_rest_of_the_class(graded_class, tmp
     assert {k: v for k, v in after.items() if k[0] != "late-student"} == before
     assert (after[("late-student", "bn-numpy-forward")].status, after[("late-student", "bn-numpy-forward")].score) \
         == ("graded", 12.0)
+
+
+def test_the_report_lists_copies_of_the_solution_as_information_only(graded_class):
+    run, _ = graded_class
+    page = (run.out / "report.html").read_text()
+    section = page.split("Similar submissions (information, not a verdict)")[1].split("<h2>")[0]
+    assert "correct-bn-numpy-forward</td><td>the reference solution" in section
+    assert "blank-bn-numpy-forward<" not in section  # the released stubs alone are no similarity
+    rows = _rows(run)
+    assert rows[("correct-bn-numpy-forward", "bn-numpy-forward")]["score"] == "12"  # and no score changes

@@ -18,8 +18,10 @@ column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time 
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
-message), the class speed table after ``grade --speed``, and the submissions that did not grade
-cleanly, with their reasons.
+message), the written answers still waiting for a grader, the class speed table after ``grade
+--speed``, the similar submissions (near-copies of each other or of the reference solution,
+:mod:`autograder.output.similarity`; information only, no score changes), and the submissions
+that did not grade cleanly, with their reasons.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from nbgrader.api import Gradebook
 
 from autograder.grading.jobs import STATUSES, Status
 from autograder.grading.store import GradingFolder, write_atomic
-from autograder.output import manual, speed
+from autograder.output import manual, similarity, speed
 
 __all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD"]
 
@@ -229,6 +231,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 {''.join(sections)}
 {manual.html_section(table)}
 {_speed_html(course)}
+{_similarity_html(course)}
 <h2>Most common named mistakes</h2>
 {mistakes_html}
 <h2>Submissions that did not grade cleanly</h2>
@@ -238,6 +241,14 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
     path = course.root / "report.html"
     write_atomic(path, page)
     return path
+
+
+def _similarity_html(course: GradingFolder) -> str:
+    """The similar submissions (:mod:`autograder.output.similarity`); a failure costs this section only."""
+    try:
+        return similarity.html_section(similarity.for_class(course))
+    except Exception as exc:  # noqa: BLE001 - information for the instructor: never worth the report
+        return f"<h2>Similar submissions</h2><p>Not compared: {html.escape(str(exc) or type(exc).__name__)}</p>"
 
 
 def _speed_html(course: GradingFolder) -> str:
