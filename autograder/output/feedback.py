@@ -93,7 +93,13 @@ def _cells(nb, parts: dict[str, PartResult]) -> str:
     for index, cell in enumerate(nb.cells):
         kind = cell.get("cell_type")
         if kind == "markdown":
-            chunks.append(f'<div class="cell md">{_markdown(str(cell.source))}</div>')
+            gid = (cell.get("metadata", {}).get("nbgrader") or {}).get("grade_id", "")
+            part = parts.get(gid)
+            if part is not None and part.manual:  # a written answer: the grader's, not the autograder's
+                chunks.append(f'<div class="cell md" id="{html.escape(gid)}">{_markdown(str(cell.source))}'
+                              '<div class="verdict">… waits for a grader.</div></div>')
+            else:
+                chunks.append(f'<div class="cell md">{_markdown(str(cell.source))}</div>')
             continue
         if kind != "code":
             continue
