@@ -128,7 +128,8 @@ _AUTOGRADE = textwrap.dedent(
             continue
         with Gradebook(args["course"]["db_url"]) as gb:
             nb = gb.find_submission_notebook(args["assignment"], args["assignment"], student)
-            result[student] = {"scores": {g.name: g.score for g in nb.grades}}
+            # the written answers wait for a grader (no score): the automatic parts only
+            result[student] = {"scores": {g.name: g.score for g in nb.grades if g.cell.cell_type == "code"}}
     print(json.dumps(result))
     """
 )
