@@ -182,6 +182,7 @@ def _run_report(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Grades: {csv_path}\nReport: {html_path}")
+    _print_waiting(csv_path)
     if args.lms:
         from autograder.grading.store import GradingFolder  # noqa: PLC0415 - nbgrader: not for --help
 
@@ -191,6 +192,17 @@ def _run_report(args: argparse.Namespace) -> int:
         if left_out:
             print(f"Not in the LMS file (no LMS id in their file names): {', '.join(left_out)}")
     return 0
+
+
+def _print_waiting(csv_path) -> None:
+    """How many written answers still wait for a grader, per assignment (from grades.csv)."""
+    import csv  # noqa: PLC0415 - only the report command reads the CSV back
+
+    from autograder.output.manual import summary_lines  # noqa: PLC0415 - nbgrader: not for --help
+
+    with open(csv_path, newline="") as f:
+        lines = summary_lines(list(csv.DictReader(f)))
+    print("\n".join(lines) if lines else "Every written answer is graded: the totals are final.")
 
 
 #: The subcommands, in the order ``--help`` lists them.

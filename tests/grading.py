@@ -75,7 +75,7 @@ def judge_channel(nb, channel: Path, seed: int) -> dict[str, Any]:
     verdicts = {}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("grade"):
+        if meta.get("grade") and cell.get("cell_type") == "code":  # written answers are graded by hand
             record = Record.load(channel, meta["grade_id"])
             verdicts[meta["grade_id"]] = judging.verdict(meta["grade_id"], record, seed, source)
     return verdicts
@@ -128,7 +128,8 @@ _AUTOGRADE = textwrap.dedent(
             continue
         with Gradebook(args["course"]["db_url"]) as gb:
             nb = gb.find_submission_notebook(args["assignment"], args["assignment"], student)
-            result[student] = {"scores": {g.name: g.score for g in nb.grades}}
+            # the written answers wait for a grader (no score): the automatic parts only
+            result[student] = {"scores": {g.name: g.score for g in nb.grades if g.cell.cell_type == "code"}}
     print(json.dumps(result))
     """
 )

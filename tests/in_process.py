@@ -12,13 +12,15 @@ import builtins
 from student_code import points
 
 from autograder import judging
+from autograder.course import checker
 from autograder.inside import scenarios
 
 
 def namespace(sources: dict[str, str] | str) -> dict:
-    """Execute notebook cells (a setup like the notebooks', then ``sources``) in a fresh namespace."""
+    """Execute notebook cells (a setup like the notebooks', the checker cell, then ``sources``) in a fresh namespace."""
     ns = {"__name__": "__main__", "__builtins__": builtins}
     exec("import numpy as np", ns)
+    exec(compile(checker.cell_source(), "<checker cell>", "exec"), ns)
     if "torch" in str(sources):
         exec("import torch\nfrom torch import nn", ns)
     for source in [sources] if isinstance(sources, str) else sources.values():

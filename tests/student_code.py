@@ -33,25 +33,30 @@ def _nbgrader(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
-def solution_sources(assignment: str) -> dict[str, str]:
-    """``grade_id -> source`` of the solution cells, with the solution markers removed."""
+def solution_sources(assignment: str, cell_type: str = "code") -> dict[str, str]:
+    """``grade_id -> source`` of the solution cells, with the solution markers removed.
+
+    ``cell_type="markdown"`` gives the model answers of the written questions instead.
+    """
     out = {}
     for cell in solution_notebook(assignment).cells:
         meta = _nbgrader(cell)
-        if meta.get("solution"):
-            lines = [line for line in cell.source.splitlines()
-                     if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line]
+        if meta.get("solution") and cell.cell_type == cell_type:
+            lines = [l for l in cell.source.splitlines() if "### BEGIN SOLUTION" not in l and "### END SOLUTION" not in l]
             out[meta["grade_id"]] = "\n".join(lines)
     return out
 
 
 def hidden_test_sources(assignment: str) -> dict[str, str]:
     """``grade_id -> source`` of the graded test cells, hidden tests included."""
-    return {_nbgrader(c)["grade_id"]: c.source for c in solution_notebook(assignment).cells if _nbgrader(c).get("grade")}
+    return {_nbgrader(c)["grade_id"]: c.source for c in solution_notebook(assignment).cells
+            if _nbgrader(c).get("grade") and c.cell_type == "code"}
 
 
 def points(assignment: str) -> dict[str, float]:
-    return {_nbgrader(c)["grade_id"]: float(_nbgrader(c)["points"]) for c in solution_notebook(assignment).cells if _nbgrader(c).get("grade")}
+    """``grade_id -> points`` of the automatically graded cells (the written answers are graded by hand)."""
+    return {_nbgrader(c)["grade_id"]: float(_nbgrader(c)["points"]) for c in solution_notebook(assignment).cells
+            if _nbgrader(c).get("grade") and c.cell_type == "code"}
 
 
 def fill(released, sources: dict[str, str], extra_cells: list[tuple[int, str]] = ()):
@@ -608,6 +613,41 @@ class BatchNormFunction(torch.autograd.Function):
         dbeta, dgamma = dy.sum(0), (dy * x_hat).sum(0)
         return (gamma * istd / m) * (m * dy - dbeta - x_hat * dgamma), dgamma, dbeta, None
 '''}, ["function_forward", "function_backward_dx", "function_backward_dgamma", "function_backward_dbeta"]),
+    # the notebook's own gradient checker computing dx (it would pass numerically)
+    "finite_differences": ("bn-numpy-backward", {_STAGED: '''
+def bn_backward_staged(dy, cache):
+    x, mu, xmu, var, std, istd, x_hat, gamma, eps = cache
+
+    def forward(x, gamma, beta):
+        return bn_forward_train(x, gamma, beta, eps)[0]
+
+    dx = numerical_gradient(forward, {"x": x, "gamma": gamma, "beta": np.zeros_like(gamma)}, "x", dy)
+    return dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
+'''}, ["backward_staged_dx", "backward_staged_dgamma", "backward_staged_dbeta", "backward_uses_cache"]),
+    # ... and in bn-torch's hand-written backward, under another name
+    "finite_differences_torch": ("bn-torch", {_FN: '''
+class BatchNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps=1e-5):
+        mu = x.mean(dim=0)
+        var = ((x - mu) ** 2).mean(dim=0)
+        ctx.save_for_backward(x, gamma, beta)
+        ctx.eps = eps
+        return gamma * (x - mu) / torch.sqrt(var + eps) + beta
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, gamma, beta = (t.detach().numpy() for t in ctx.saved_tensors)
+        eps, estimate = ctx.eps, numerical_gradient
+
+        def f(x, gamma, beta):
+            mu = x.mean(axis=0)
+            return gamma * (x - mu) / np.sqrt(((x - mu) ** 2).mean(axis=0) + eps) + beta
+
+        args = {"x": x, "gamma": gamma, "beta": beta}
+        g = [torch.from_numpy(estimate(f, args, k, dy.detach().numpy())) for k in args]
+        return g[0], g[1], g[2], None
+'''}, ["function_backward_dx", "function_backward_dgamma", "function_backward_dbeta"]),
     # autograd computing the "hand-written" backward pass
     "autograd_backward": ("bn-torch", {_FN: '''
 class BatchNormFunction(torch.autograd.Function):

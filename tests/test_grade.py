@@ -23,6 +23,18 @@ from autograder.paths import REPO_DIR
 pytestmark = pytest.mark.slow
 
 
+def _written(assignment: str) -> dict[str, float]:
+    """The written answers of an assignment (graded by hand): grade id -> points."""
+    nb = nbformat.read(REPO_DIR / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
+    return {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"]) for c in nb.cells
+            if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")}
+
+
+def _waiting_points(row: dict) -> float:
+    """The points of a row's written answers that wait for a grader (none once graded, or for a missing one)."""
+    return sum(_written(row["assignment"]).values()) if row["provisional"] == "yes" else 0.0
+
+
 def _rows(run) -> dict[tuple[str, str], dict]:
     with open(run.out / "grades.csv", newline="") as f:
         return {(r["student_id"], r["assignment"]): r for r in csv.DictReader(f)}
@@ -58,7 +70,7 @@ def test_every_student_gets_the_expected_status(graded_class):
 
 def test_every_student_gets_the_expected_score(graded_class):
     def check(e, row):
-        score, top = float(row["score"]), float(row["max_score"])
+        score, top = float(row["score"]), float(row["max_score"]) - _waiting_points(row)
         if top <= 0:
             return "max_score is 0"
         if e.score == "full" and score != top:
@@ -113,10 +125,10 @@ def test_the_csv_has_the_points_of_every_part_and_they_add_up(graded_class):
         header = reader.fieldnames
         rows = list(reader)
     assert header[:6] == ["student_id", "assignment", "score", "max_score", "status", "reason"]
-    assert header[-2:] == ["name", "lms_id"]
-    header = header[:-2]  # the rest are the parts
+    assert header[-4:] == ["provisional", "manual_pending", "name", "lms_id"]
+    columns = header[6:-4]  # the rest are the parts
     for row in rows:
-        parts = [p for p in header[6:] if row[p] != ""]
+        parts = [p for p in columns if row[p] != ""]
         assert parts, row
         assert abs(sum(float(row[p]) for p in parts) - float(row["score"])) < 1e-9, row
     solution_parts = {}
@@ -125,9 +137,13 @@ def test_the_csv_has_the_points_of_every_part_and_they_add_up(graded_class):
         solution_parts[a] = {c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"] for c in nb.cells
                              if c.metadata.get("nbgrader", {}).get("grade")}
     for row in rows:
-        parts = {p for p in header[6:] if row[p] != ""}
-        assert parts == set(solution_parts[row["assignment"]]), row["student_id"]
+        parts = {p for p in columns if row[p] != ""}
+        waiting = set(_written(row["assignment"])) if row["provisional"] == "yes" else set()
+        assert parts == set(solution_parts[row["assignment"]]) - waiting, row["student_id"]
+        assert int(row["manual_pending"]) == len(waiting), row["student_id"]
         assert float(row["max_score"]) == sum(solution_parts[row["assignment"]].values())
+    # nobody has graded the written answers yet: every handed-in notebook's total is provisional
+    assert {r["provisional"] for r in rows if r["status"] == "graded"} == {"yes"}
 
 
 def test_every_row_has_a_feedback_page(graded_class):
@@ -295,3 +311,13 @@ def test_grading_one_late_notebook_keeps_the_rest_of_the_class(graded_class, tmp
     assert {k: v for k, v in after.items() if k[0] != "late-student"} == before
     assert (after[("late-student", "bn-numpy-forward")].status, after[("late-student", "bn-numpy-forward")].score) \
         == ("graded", 12.0)
+
+
+def test_the_report_lists_copies_of_the_solution_as_information_only(graded_class):
+    run, _ = graded_class
+    page = (run.out / "report.html").read_text()
+    section = page.split("Similar submissions (information, not a verdict)")[1].split("<h2>")[0]
+    assert "correct-bn-numpy-forward</td><td>the reference solution" in section
+    assert "blank-bn-numpy-forward<" not in section  # the released stubs alone are no similarity
+    rows = _rows(run)
+    assert rows[("correct-bn-numpy-forward", "bn-numpy-forward")]["score"] == "12"  # and no score changes

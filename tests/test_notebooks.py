@@ -71,7 +71,8 @@ def _submissions(release: Path, assignment: str) -> dict[str, object]:
         subs["duplicated-cells"] = duplicated
         edited = fill(released, group_sources(assignment, GROUPS[assignment][0]))
         for cell in edited.cells:
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade") or _grade_id(cell) == "test_forward_train_by_hand":
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if (meta.get("grade") and cell.cell_type == "code") or _grade_id(cell) == "test_forward_train_by_hand":
                 cell.source = "print('all good')"
         subs["edited-test-cells"] = edited
         _, sources, _ = DELEGATING["bnlib"]
@@ -124,7 +125,8 @@ def _max(assignment: str) -> float:
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_released_notebook_holds_no_hidden_test(student_release, assignment):
     released = _released(student_release, assignment)
-    hidden = {_grade_id(c): c for c in released.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")}
+    hidden = {_grade_id(c): c for c in released.cells
+              if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"}
     assert set(hidden) == set(points(assignment))
     for cell in hidden.values():
         assert "HIDDEN" not in cell.source and "autograder" not in cell.source and "check(" not in cell.source
@@ -138,7 +140,9 @@ def test_released_notebook_holds_no_solution_code(student_release, assignment):
     released = _released(student_release, assignment)
     assert "BEGIN SOLUTION" not in nbformat.writes(released) and "END SOLUTION" not in nbformat.writes(released)
     # where nbgrader could leave a solution: the solution cells and the graded cells
-    text = "\n".join(c.source for c in released.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution") or c.get("metadata", {}).get("nbgrader", {}).get("grade"))
+    text = "\n".join(c.source for c in released.cells
+                     if c.get("metadata", {}).get("nbgrader", {}).get("solution")
+                     or c.get("metadata", {}).get("nbgrader", {}).get("grade"))
     for cell in solution_notebook(assignment).cells:
         if not cell.get("metadata", {}).get("nbgrader", {}).get("solution"):
             continue
@@ -155,7 +159,9 @@ def test_released_notebook_has_a_stub_per_solution_and_readonly_tests(student_re
     released = _released(student_release, assignment)
     for cell in released.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
-        if meta.get("solution"):
+        if meta.get("solution") and cell.cell_type == "markdown":  # a written answer
+            assert cell.source.strip() == "YOUR ANSWER HERE" and meta.get("grade") and meta.get("points")
+        elif meta.get("solution"):
             assert "raise NotImplementedError()" in cell.source
         elif meta.get("grade_id"):
             assert meta.get("locked"), f"{meta['grade_id']} should be read-only"
@@ -170,7 +176,8 @@ def test_released_notebook_links_to_book_chapters_that_exist(student_release, as
     assert links
     for label, stem in links:
         assert stem in CHAPTERS, stem
-        assert CHAPTERS[stem].lower() in label.replace("*", "").lower(), f"link text {label!r} should name {CHAPTERS[stem]!r}"
+        assert CHAPTERS[stem].lower() in label.replace("*", "").lower(), \
+            f"link text {label!r} should name {CHAPTERS[stem]!r}"
 
 
 def test_book_links_become_urls_when_the_book_has_one():
@@ -265,7 +272,8 @@ def test_deleted_graded_cells_are_restored_and_graded(graded):
 def test_duplicated_graded_cells_are_graded_once(graded):
     result = graded["bn-numpy-forward"]["duplicated-cells"]
     assert result.total == _max("bn-numpy-forward")
-    graded_cells = [c for c in result.notebook.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade")]
+    graded_cells = [c for c in result.notebook.cells
+                    if c.get("metadata", {}).get("nbgrader", {}).get("grade") and c.cell_type == "code"]
     assert len(graded_cells) == len(points("bn-numpy-forward"))
 
 

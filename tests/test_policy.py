@@ -8,25 +8,32 @@ from __future__ import annotations
 
 import pytest
 
-from autograder.inside.policy import AUTOGRAD_WHY, KERNEL, NUMPY_ONLY, REFERENCE, rule
+from autograder.inside.policy import AUTOGRAD_WHY, FINITE_DIFFERENCES_WHY, KERNEL, NUMPY_ONLY, REFERENCE, rule
 from autograder.judging.static import Analysis
 
 ALLOWED = None
 
 #: (dotted name, family, inside a hand-written backward) -> the reason, or ALLOWED
 TABLE = [
-    # bnlib: the reference is forbidden everywhere, the gradient checker allowed everywhere
+    # bnlib: the reference is forbidden everywhere; finite differences (bnlib's checker, or the
+    # notebook's copy of it) in NumPy graded code and in bn-torch's backward
     ("bnlib", "numpy", False, REFERENCE),
     ("bnlib.numpy.forward_train", "numpy", False, REFERENCE),
     ("bnlib.numpy.forward_train", "torch", False, REFERENCE),
     ("bnlib.torch.BatchNormFunction", "torch", False, REFERENCE),
     ("bnlib.torch.BatchNormFunction.apply", "torch", True, REFERENCE),
     ("bnlib.fused_numpy.forward", "numpy", False, REFERENCE),
-    ("bnlib.gradcheck", "numpy", False, ALLOWED),
-    ("bnlib.gradcheck.check_gradients", "numpy", False, ALLOWED),
+    ("bnlib.gradcheck", "numpy", False, FINITE_DIFFERENCES_WHY),
+    ("bnlib.gradcheck.check_gradients", "numpy", False, FINITE_DIFFERENCES_WHY),
     ("bnlib.gradcheck.check_gradients", "torch", False, ALLOWED),
-    ("bnlib.gradcheck.check_gradients", "torch", True, ALLOWED),
-    ("bnlib.gradcheck.numerical_gradient", "numpy", False, ALLOWED),
+    ("bnlib.gradcheck.check_gradients", "torch", True, FINITE_DIFFERENCES_WHY),
+    ("bnlib.gradcheck.numerical_gradient", "numpy", False, FINITE_DIFFERENCES_WHY),
+    ("__main__.numerical_gradient", "numpy", False, FINITE_DIFFERENCES_WHY),
+    ("__main__.check_gradients", "numpy", False, FINITE_DIFFERENCES_WHY),
+    ("__main__.numerical_gradient", "torch", True, FINITE_DIFFERENCES_WHY),
+    ("__main__.numerical_gradient", "torch", False, ALLOWED),
+    ("__main__.relative_error", "numpy", False, ALLOWED),  # no gradient computed: a plain norm
+    ("__main__.bn_forward_train", "numpy", False, ALLOWED),  # the student's own functions
     ("bnlib.gradchecker", "numpy", False, REFERENCE),  # a prefix of the name is not the module
     # PyTorch's batch norm, by its Python names, in bn-torch
     ("torch.nn.functional.batch_norm", "torch", False, KERNEL),

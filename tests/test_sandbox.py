@@ -67,7 +67,7 @@ def test_network_is_unreachable(box):
 
 def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
     secret = [REPO_DIR / "solutions", REPO_DIR / "autograder" / "judging" / "verdict.py",
-              REPO_DIR / "bnlib" / "numpy.py",
+              REPO_DIR / "bnlib" / "numpy.py", REPO_DIR / "bnlib" / "gradcheck.py", REPO_DIR / "bnlib" / "__init__.py",
               REPO_DIR / "bnlib" / "torch.py", REPO_DIR / "autograder" / "grading" / "coordinator.py"]
     cells = [f"open({str(p)!r}).read()" if p.suffix else f"import os; os.listdir({str(p)!r})" for p in secret]
     r = run(box, *cells)
@@ -76,11 +76,20 @@ def test_solutions_judge_and_bnlib_reference_do_not_exist_inside(box):
 
 
 def test_only_the_allowed_modules_import(box):
-    r = run(box, "import bnlib.gradcheck, autograder.inside.executor; print('ok')",
-            "import bnlib.numpy", "import autograder.judging", "import torch", "import nbgrader")
+    r = run(box, "import autograder.inside.executor; print('ok')",
+            "import bnlib.numpy", "import autograder.judging", "import torch", "import nbgrader",
+            "import bnlib", "import bnlib.gradcheck")
     assert text(r, 0) == "ok\n"
-    for i in range(1, 5):
+    for i in range(1, 7):
         assert "ModuleNotFoundError" in text(r, i), text(r, i)
+
+
+def test_the_sandbox_mounts_no_file_of_bnlib():
+    from autograder.sandbox.mounts import project_files
+
+    inside = [where for _, where in project_files()]
+    assert "autograder/inside/probe.py" in inside
+    assert not [f for f in inside if f.startswith("bnlib")], inside
 
 
 def test_torch_is_importable_in_the_torch_sandbox(box):

@@ -26,25 +26,39 @@ def _ran(family: str, fn, *args, backward=()) -> set[str]:
 
 
 GRADCHECK = """
-import numpy as np
-from bnlib.gradcheck import check_gradients
-
 def graded(x):
-    f = lambda x: 2 * x
+    def f(x):
+        return 2 * x
     report = check_gradients(f, {"x": x}, np.ones_like(x), {"x": 2 * np.ones_like(x)})
     return bool(report)
+
+
+def derivative(x):
+    estimate = numerical_gradient  # under another name: the function is still the checker's
+    return estimate(lambda x: x**2, {"x": x}, "x", np.ones_like(x))
 """
 
 
-@pytest.mark.parametrize("family", ["numpy", "torch"])
-def test_calling_the_gradient_checker_is_not_delegation_at_run_time_or_in_the_source(family):
-    """The rule the run-time watch and the static check once disagreed on, now one rule."""
+def test_a_graded_function_calling_the_notebooks_gradient_checker_delegates():
+    """The checker cell's functions, called from graded code: at run time, in its globals, in its source."""
+    from autograder.course.checker import cell_source
     from autograder.judging.static import Analysis
 
-    ns = _student(GRADCHECK)
-    assert _ran(family, ns["graded"], np.arange(3.0)) == set()
-    assert foreign_globals(ns["graded"], family) == []
-    assert Analysis(GRADCHECK, family).uses["graded"] == {}
+    ns = _student("import numpy as np\n" + cell_source() + GRADCHECK)
+    assert "__main__.check_gradients" in _ran("numpy", ns["graded"], np.arange(3.0))
+    assert _ran("numpy", ns["derivative"], np.arange(3.0)) == {"__main__.numerical_gradient"}
+    assert dict(foreign_globals(ns["derivative"], "numpy")) == {"numerical_gradient": "__main__.numerical_gradient"}
+    analysis = Analysis(GRADCHECK, "numpy")
+    assert set(analysis.uses["graded"]) == {"__main__.check_gradients"}
+    assert set(analysis.uses["derivative"]) == {"__main__.numerical_gradient"}
+
+
+def test_in_bn_torch_the_gradient_checker_counts_only_inside_the_backward():
+    from autograder.course.checker import cell_source
+
+    ns = _student("import numpy as np\n" + cell_source() + GRADCHECK)
+    assert _ran("torch", ns["graded"], np.arange(3.0)) == set()
+    assert "__main__.check_gradients" in _ran("torch", ns["graded"], np.arange(3.0), backward=(ns["graded"].__code__,))
 
 
 def test_a_library_is_seen_where_the_student_calls_it_not_inside():

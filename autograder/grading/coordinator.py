@@ -29,7 +29,7 @@ from nbgrader.preprocessors import SaveAutoGrades
 from rich.console import Console
 
 from autograder.course.spec import kind_of
-from autograder.grading.jobs import Answer, Job, Part, SpeedRequest, Status
+from autograder.grading.jobs import WRITTEN, Answer, Job, Part, SpeedRequest, Status
 from autograder.grading.progress import ProgressView, Summary, print_summary
 from autograder.grading.runners import DaskRunner, GradeError, LocalRunner
 from autograder.grading.store import GradingFolder, Result, known_assignments, write_atomic
@@ -206,7 +206,9 @@ def _parts(folder: GradingFolder, assignment: str) -> dict[str, Part]:
     with Gradebook(folder.db_url) as gb:
         nb = gb.find_notebook(assignment, assignment)
         sources = {c.name: c.source for c in nb.source_cells}
-        return {c.name: Part(title(sources.get(c.name, "")), float(c.max_score)) for c in nb.grade_cells}
+        return {c.name: Part(title(sources.get(c.name, "")) if c.cell_type == "code" else WRITTEN,
+                             float(c.max_score), manual=c.cell_type == "markdown")
+                for c in nb.grade_cells}
 
 
 def _cell_order(folder: GradingFolder, assignment: str) -> list[str]:

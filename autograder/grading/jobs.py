@@ -16,7 +16,7 @@ from typing import NamedTuple
 from autograder.inside.timing import MIN_RUN_TIME, SHAPE
 from autograder.sandbox import Limits
 
-__all__ = ["Status", "STATUSES", "Part", "SpeedRequest", "Job", "PartResult", "Answer"]
+__all__ = ["Status", "STATUSES", "WRITTEN", "Part", "SpeedRequest", "Job", "PartResult", "Answer"]
 
 
 class Status:
@@ -34,11 +34,16 @@ class Status:
 STATUSES = (Status.GRADED, Status.TIMEOUT, Status.CRASHED, Status.MEMORY, Status.MALFORMED, Status.MISSING)
 
 
+#: The title of a written answer's part (its cell is markdown, with no docstring to quote).
+WRITTEN = "a written answer, graded by hand"
+
+
 class Part(NamedTuple):
     """A graded part of an assignment, as the gradebook knows it."""
 
     title: str     # the first line of the test cell's docstring
     points: float  # its points
+    manual: bool = False  # a written answer, graded by hand (no automatic points)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class PartResult:
         mistake: the named mistake (:mod:`autograder.course.mistakes`), if one was recognized.
         cell: the test cell's number in the notebook (from 1), where one was found.
         score, max_score: the points, by nbgrader's rule.
+        manual: a written answer that a grader scores by hand (the autograder gives it no points).
     """
 
     title: str = ""
@@ -108,6 +114,7 @@ class PartResult:
     cell: int | None = None
     score: float = 0.0
     max_score: float = 0.0
+    manual: bool = False
 
 
 @dataclass
@@ -150,6 +157,6 @@ class Answer:
                  parts: dict[str, Part], student_name: str = "") -> Answer:
         """A submission that did not run (missing, malformed): every part scores 0."""
         return cls(student_id, assignment, status, reason,
-                   parts={gid: PartResult(title=p.title, passed=False, max_score=float(p.points))
+                   parts={gid: PartResult(title=p.title, passed=False, max_score=float(p.points), manual=p.manual)
                           for gid, p in parts.items()},
                    max_score=float(sum(p.points for p in parts.values())), student_name=student_name)

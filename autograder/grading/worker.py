@@ -49,7 +49,7 @@ from autograder import judging
 from autograder.course.spec import INTERFACE
 from autograder.grading import process, stripped
 from autograder.grading.classify import cell_notes, classify, reason
-from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
+from autograder.grading.jobs import WRITTEN, Answer, Job, Part, PartResult, Status
 from autograder.inside import scenarios
 from autograder.nbgrader_ext.quiet import quiet_gradebook
 from autograder.notebook import is_test, student_source, title
@@ -288,9 +288,11 @@ def _finish(answer: Answer, job: Job, nb, started: float) -> Answer:
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
         if meta.get("grade"):
-            score, points = determine_grade(cell)
-            part = answer.parts.setdefault(meta["grade_id"], PartResult(title=title(cell.source)))
-            part.score, part.max_score = float(score or 0.0), float(points)
+            score, points = determine_grade(cell)  # a written answer: no score until a grader gives one
+            written = cell.cell_type == "markdown"
+            part = answer.parts.setdefault(meta["grade_id"],
+                                           PartResult(title=WRITTEN if written else title(cell.source)))
+            part.score, part.max_score, part.manual = float(score or 0.0), float(points), written
     answer.score = sum(p.score for p in answer.parts.values())
     answer.max_score = sum(p.max_score for p in answer.parts.values())
     answer.notebook = nbformat.writes(nb)

@@ -10,9 +10,12 @@ and the static analysis of the student's source on the trusted side
 
 The rule, in order:
 
-1. ``bnlib.gradcheck`` is allowed everywhere: it is the course's gradient checker, which the
-   notebooks' own test cells call, and it knows nothing of batch norm. (A student could write
-   the same finite differences in a few lines; forbidding the library's copy would buy nothing.)
+1. The course's finite-difference checker is forbidden in graded code: the copy the notebooks
+   carry in a locked cell (:data:`FINITE_DIFFERENCES`, defined in the notebook, whose module is
+   :data:`NOTEBOOK`) and ``bnlib.gradcheck``. The visible test cells call it to check a backward
+   pass; a backward pass that calls it hands its gradient to finite differences. In a NumPy
+   assignment the graded functions are themselves the backward passes, so it is forbidden in
+   all of them; in ``bn-torch``, inside the hand-written backward (``in_backward``).
 2. The rest of ``bnlib`` is forbidden everywhere: it is the reference the answers are compared
    with.
 3. In a NumPy assignment (family ``"numpy"``), every function of another array or deep-learning
@@ -37,6 +40,9 @@ __all__ = [
     "FOREIGN_MODULES",
     "NORM_KERNELS",
     "GRADIENT_CHECKER",
+    "NOTEBOOK",
+    "FINITE_DIFFERENCES",
+    "FINITE_DIFFERENCES_WHY",
     "AUTOGRAD",
     "AUTOGRAD_FUNCTIONS",
     "REFERENCE",
@@ -53,8 +59,14 @@ FOREIGN_MODULES = ("bnlib", "torch", "jax", "tensorflow", "autograd", "keras")
 #: Names of normalization kernels: any of them (in a library's name) in ``bn-torch`` means delegation.
 NORM_KERNELS = ("batch_norm", "batchnorm", "layer_norm", "layernorm", "instance_norm", "instancenorm",
                 "group_norm", "groupnorm")
-#: The course's gradient checker: allowed in every graded function.
+#: The reference library's gradient checker (the book's and the grader's; not in the sandbox).
 GRADIENT_CHECKER = "bnlib.gradcheck"
+#: The module name of the notebook's own code (the executor's and IPython's namespace).
+NOTEBOOK = "__main__"
+#: The checker's functions that compute gradients by finite differences, as the notebooks'
+#: locked checker cell defines them (``autograder/course/checker.py`` makes that cell from
+#: ``bnlib/gradcheck.py``): a graded function calling one of them delegates.
+FINITE_DIFFERENCES = ("check_gradients", "numerical_gradient")
 #: Autograd's entry points, by dotted prefix: forbidden inside a hand-written backward pass.
 AUTOGRAD = ("torch.autograd.grad", "torch.autograd.backward", "torch.autograd.functional", "torch.func",
             "functorch", "torch.enable_grad", "torch.set_grad_enabled")
@@ -68,11 +80,15 @@ REFERENCE = "that is bnlib, the course's reference implementation"
 NUMPY_ONLY = "this assignment is NumPy only"
 #: Why a normalization kernel counts as delegation.
 KERNEL = "that is a library's own normalization kernel (batch, layer, instance or group norm)"
+#: Why the course's gradient checker counts as delegation in a graded function.
+FINITE_DIFFERENCES_WHY = ("finite differences compute that gradient, not your backward pass (the course's "
+                          "checker is for the test cells)")
 #: Why autograd counts as delegation inside a hand-written backward pass.
 AUTOGRAD_WHY = "autograd computes the gradient, not your backward pass"
 
 #: The top-level names :func:`rule` can forbid anything in; everything else is allowed at once.
-_WATCHED = frozenset((*FOREIGN_MODULES, "aten", "functorch"))
+_WATCHED = frozenset((*FOREIGN_MODULES, "aten", "functorch", NOTEBOOK))
+_CHECKER = frozenset(f"{NOTEBOOK}.{name}" for name in FINITE_DIFFERENCES)
 
 
 def _within(name: str, prefix: str) -> bool:
@@ -92,8 +108,8 @@ def rule(name: str, family: str, in_backward: bool = False) -> str | None:
             Default: False
 
     Returns:
-        One of :data:`REFERENCE`, :data:`NUMPY_ONLY`, :data:`KERNEL`, :data:`AUTOGRAD_WHY`, or
-        ``None``.
+        One of :data:`FINITE_DIFFERENCES_WHY`, :data:`REFERENCE`, :data:`NUMPY_ONLY`,
+        :data:`KERNEL`, :data:`AUTOGRAD_WHY`, or ``None``.
 
     Raises:
         ValueError: for a family other than those of :data:`FAMILIES`.
@@ -101,7 +117,11 @@ def rule(name: str, family: str, in_backward: bool = False) -> str | None:
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; the families are {FAMILIES}")
     top = name.partition(".")[0]
-    if top not in _WATCHED or _within(name, GRADIENT_CHECKER):
+    if top not in _WATCHED:
+        return None
+    if name in _CHECKER or _within(name, GRADIENT_CHECKER):
+        return FINITE_DIFFERENCES_WHY if family == "numpy" or in_backward else None
+    if top == NOTEBOOK:
         return None
     if top == "bnlib":
         return REFERENCE

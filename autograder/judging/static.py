@@ -16,7 +16,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 
-from autograder.inside.policy import rule
+from autograder.inside.policy import FINITE_DIFFERENCES, NOTEBOOK, rule
 from autograder.notebook import CELL_SEPARATOR
 
 __all__ = ["Analysis", "parse"]
@@ -41,8 +41,10 @@ class Analysis:
             backward the check grades.
     """
 
-    #: What the notebooks' locked set-up cells import (they are not part of the student's source).
-    SETUP_ALIASES = {"np": "numpy", "numpy": "numpy", "torch": "torch", "nn": "torch.nn"}
+    #: What the notebooks' locked set-up cells import, and the checker cell defines (they are
+    #: not part of the student's source).
+    SETUP_ALIASES = {"np": "numpy", "numpy": "numpy", "torch": "torch", "nn": "torch.nn",
+                     **{name: f"{NOTEBOOK}.{name}" for name in FINITE_DIFFERENCES}}
 
     def __init__(self, source: str, family: str):
         self.family = family

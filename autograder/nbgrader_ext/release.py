@@ -6,6 +6,10 @@ removed (their docstrings stay), cells are locked and checksummed, and the grade
 assignment's graded cells. Then it rewrites the links to the course book (``book:<chapter>``,
 see below) and checks that what it wrote holds no solution and no hidden test.
 
+The gradient checker: the notebooks that check gradients carry it in a locked cell made from
+``bnlib/gradcheck.py`` (:mod:`autograder.course.checker`); a source notebook whose cell differs
+from that file is refused, so the released checker cannot drift from the book's.
+
 Links: the source notebooks link chapters as ``[text](book:<chapter>)`` or
 ``[text](book:<chapter>#<anchor>)``, where ``<chapter>`` is a file stem under ``book/`` (the
 names are in :data:`autograder.course.spec.CHAPTERS`). With a book URL (``book_url=``, the environment
@@ -28,6 +32,7 @@ from nbgrader.apps import NbGraderAPI
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
+from autograder.course import checker
 from autograder.course.spec import ASSIGNMENTS, CHAPTERS
 from autograder.paths import NBGRADER_CONFIG, REPO_DIR
 
@@ -106,7 +111,8 @@ def release(
         The released notebooks, ``<output>/<assignment>/<assignment>.ipynb``.
 
     Raises:
-        ReleaseError: nbgrader failed, or a released notebook contains a solution or a hidden test.
+        ReleaseError: nbgrader failed, a released notebook contains a solution or a hidden test, or
+            a source notebook's gradient checker differs from ``bnlib/gradcheck.py``.
         ValueError: for an unknown assignment.
     """
     names = tuple(assignments) if assignments else ASSIGNMENTS
@@ -114,6 +120,10 @@ def release(
     if unknown:
         raise ValueError(f"unknown assignment(s) {unknown}; the assignments are {', '.join(ASSIGNMENTS)}")
     root = Path(root).resolve()
+    stale = [a for a in checker.stale_cells(root / "solutions") if a in names]
+    if stale:
+        raise ReleaseError(f"the gradient checker cell of {', '.join(stale)} differs from bnlib/gradcheck.py: "
+                           "run `python -m autograder.course.checker` to write it anew")
     output = Path(output).resolve() if output else root / "_build" / "release"
     build = root / "_build"
     build.mkdir(exist_ok=True)

@@ -41,6 +41,7 @@ h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-t
 table { border-collapse: collapse; width: 100%; }
 td, th { border-bottom: 1px solid #ddd; padding: .4rem; vertical-align: top; text-align: left; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
+.wait { color: #8a6d00; font-weight: 600; }
 .cell { margin: 1rem 0; } .md { padding: 0 .5rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; white-space: pre-wrap; margin: .2rem 0; font-size: 13px; }
 pre.out { background: #fff; border-left: 3px solid #ccc; }
@@ -92,7 +93,13 @@ def _cells(nb, parts: dict[str, PartResult]) -> str:
     for index, cell in enumerate(nb.cells):
         kind = cell.get("cell_type")
         if kind == "markdown":
-            chunks.append(f'<div class="cell md">{_markdown(str(cell.source))}</div>')
+            gid = (cell.get("metadata", {}).get("nbgrader") or {}).get("grade_id", "")
+            part = parts.get(gid)
+            if part is not None and part.manual:  # a written answer: the grader's, not the autograder's
+                chunks.append(f'<div class="cell md" id="{html.escape(gid)}">{_markdown(str(cell.source))}'
+                              '<div class="verdict">… waits for a grader.</div></div>')
+            else:
+                chunks.append(f'<div class="cell md">{_markdown(str(cell.source))}</div>')
             continue
         if kind != "code":
             continue
@@ -139,10 +146,13 @@ def render(answer: Answer, nb=None) -> str:
     status = answer.status
     parts = answer.parts
     rows = []
+    written = [part for part in parts.values() if part.manual]
     for gid, part in parts.items():
         mark = '<span class="pass">✓</span>' if part.passed else '<span class="fail">✗</span>'
         ungraded = status in (Status.MALFORMED, Status.MISSING)
         msg = "" if part.passed else html.escape(part.message or ("not graded" if ungraded else "did not pass"))
+        if part.manual and not ungraded:
+            mark, msg = '<span class="wait">…</span>', "waits for a grader, who reads and scores it by hand"
         name = html.escape(part.title or gid)
         link = f'<a href="#{html.escape(gid)}">{name}</a>' if nb is not None else name
         rows.append(f"<tr><td>{mark}</td><td>{link}<br><code>{html.escape(gid)}</code></td>"
@@ -150,6 +160,11 @@ def render(answer: Answer, nb=None) -> str:
                     f"<td style='white-space: pre-wrap'>{msg}</td></tr>")
     reason = answer.reason
     reason_html = f'<div class="reason">{html.escape(reason)}</div>' if reason else ""
+    if written and status not in (Status.MALFORMED, Status.MISSING):
+        points = sum(part.max_score for part in written)
+        reason_html += (f'<p class="written">Your written answers ({len(written)}, {_pts(points)} points) wait for a '
+                        "grader: the score below counts the automatic checks only, and it is provisional until "
+                        "they are graded.</p>")
     table = ("<table><tr><th></th><th>What is checked</th><th>Points</th><th>Feedback</th></tr>"
              + "".join(rows) + "</table>") if rows else "<p>No graded parts.</p>"
     notebook = (f"<h2>Your notebook, as graded</h2>{_cells(nb, parts)}" if nb is not None else "")

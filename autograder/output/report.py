@@ -12,15 +12,19 @@ autograder's ``bngrade_result`` table (how each run ended, why, which mistakes w
 (empty for a clean run); each ``<part>`` column (a graded test cell's id) holds the points that
 row earned on that part, empty for a part of another assignment. After ``grade --speed``, a
 column ``speed_vs_nn`` holds each timed ``BatchNorm1d``'s forward+backward time over
-``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`). The last two columns
+``nn.BatchNorm1d``'s (ungraded; :mod:`autograder.output.speed`). After the parts come
+``provisional`` and ``manual_pending``, for the written answers graded by hand
+(:mod:`autograder.output.manual`): a waiting answer's part column is empty. The last two columns
 (:data:`NAME_FIELDS`) are the student's name as written and LMS id
 (:mod:`autograder.grading.submissions`). ``--lms canvas|moodle`` also writes the LMS's own import
 file (:mod:`autograder.output.lms`).
 
 ``report.html`` is one self-contained page: the statuses, the score distribution per
 assignment and per part, the most common named mistakes across the class (with the judge's
-message), the class speed table after ``grade --speed``, and the submissions that did not grade
-cleanly, with their reasons.
+message), the written answers still waiting for a grader, the class speed table after ``grade
+--speed``, the similar submissions (near-copies of each other or of the reference solution,
+:mod:`autograder.output.similarity`; information only, no score changes), and the submissions
+that did not grade cleanly, with their reasons.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from autograder.grading.jobs import STATUSES, Status
 from autograder.grading.store import GradingFolder, write_atomic
 from autograder.nbgrader_ext.quiet import quiet_gradebook
 from autograder.output import lms as lms_files
-from autograder.output import speed
+from autograder.output import manual, similarity, speed
 
 __all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD",
            "NAME_FIELDS", "write_lms"]
@@ -78,6 +82,7 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
     speeds = course.speeds()
     names = course.names()
     scores = gradebook_scores(course)
+    waiting = manual.pending(course.db_url)
     part_names: list[str] = []
     out = []
     for (student, assignment), r in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
@@ -94,6 +99,7 @@ def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
             out[-1][SPEED_FIELD] = speed.cell_text(speeds.get((student, assignment)))
         name, lms_id = names.get(student, (student, ""))
         out[-1].update(name=name, lms_id=lms_id, graded_at=r.graded_at)
+        manual.mark(out[-1], waiting.get((student, assignment), []) if r.status != Status.MISSING else [])
     if speeds:
         part_names.append(SPEED_FIELD)
     return out, part_names
@@ -106,8 +112,8 @@ def _num(x: float) -> str:
 def write_csv(course: GradingFolder) -> Path:
     table, parts = rows(course)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts + NAME_FIELDS, restval="", lineterminator="\n",
-                            extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts + manual.FIELDS + NAME_FIELDS, restval="",
+                            lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(table)
     path = course.root / "grades.csv"
@@ -236,7 +242,9 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 <table><tr><th>assignment</th><th>students</th>{status_heads}<th>mean score (handed in)</th></tr>
 {''.join(status_rows)}</table>
 {''.join(sections)}
+{manual.html_section(table)}
 {_speed_html(course)}
+{_similarity_html(course)}
 <h2>Most common named mistakes</h2>
 {mistakes_html}
 <h2>Submissions that did not grade cleanly</h2>
@@ -246,6 +254,14 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
     path = course.root / "report.html"
     write_atomic(path, page)
     return path
+
+
+def _similarity_html(course: GradingFolder) -> str:
+    """The similar submissions (:mod:`autograder.output.similarity`); a failure costs this section only."""
+    try:
+        return similarity.html_section(similarity.for_class(course))
+    except Exception as exc:  # noqa: BLE001 - information for the instructor: never worth the report
+        return f"<h2>Similar submissions</h2><p>Not compared: {html.escape(str(exc) or type(exc).__name__)}</p>"
 
 
 def _speed_html(course: GradingFolder) -> str:

@@ -10,10 +10,10 @@ into new namespaces (see :class:`Sandbox`). Either way the notebook:
 - sees a read-only file system made of the system's ``/usr``, the Python interpreter's
   standard library (its ``site-packages`` hidden), the packages its assignment may import
   (NumPy; PyTorch for ``bn-torch`` only) and exactly these project files:
-  ``bnlib/__init__.py``, ``bnlib/gradcheck.py``, ``autograder/__init__.py`` and the package
-  ``autograder/inside/`` (the probe, the scenarios and the cell runner), mounted whole.
-  Not ``solutions/``, not the judge, not the gradebook, not other submissions: they do not
-  exist inside;
+  ``autograder/__init__.py`` and the package ``autograder/inside/`` (the probe, the scenarios
+  and the cell runner), mounted whole. Not ``bnlib`` (the notebooks carry their own gradient
+  checker), not ``solutions/``, not the judge, not the gradebook, not other submissions: they
+  do not exist inside;
 - can write only two small private RAM disks, ``/scratch`` (its working folder) and ``/tmp``;
 - runs under limits: wall time per cell (interrupted, then killed) and per notebook
   (killed), address space (``RLIMIT_AS``), processes (``RLIMIT_NPROC``), output kept.

@@ -28,8 +28,9 @@ __all__ = ["SANDBOX_FILES", "INSIDE", "LIB", "SITE", "SCRATCH", "CHANNEL", "PACK
            "python_paths", "requirement_closure", "package_dirs", "project_files", "bwrap_path", "bwrap_args"]
 
 #: Files of this project that a sandbox may read (relative to the repository), beyond the
-#: package :mod:`autograder.inside`, which is mounted whole.
-SANDBOX_FILES = ("bnlib/__init__.py", "bnlib/gradcheck.py", "autograder/__init__.py")
+#: package :mod:`autograder.inside`, which is mounted whole. No file of bnlib: the notebooks
+#: carry their gradient checker in a locked cell (:mod:`autograder.course.checker`).
+SANDBOX_FILES = ("autograder/__init__.py",)
 #: The sandbox-side package: everything in it runs in the student's process.
 INSIDE = "autograder/inside"
 #: Where those files and the allowed packages appear inside the sandbox.
