@@ -260,3 +260,13 @@ def test_run_all_gives_the_same_results_in_order_for_any_number_of_processes():
     tasks = [(k,) for k in range(6)]
     one, two = run_all(_square, tasks, jobs=1), run_all(_square, tasks, jobs=2)
     assert one == two == [(k * k, 1) for k in range(6)]  # and every run on one thread
+
+
+def test_train_also_measures_the_sets_it_is_given(digits):
+    small = digits._replace(x_train=digits.x_train[:256], y_train=digits.y_train[:256])
+    history = train(digits_mlp(), small, epochs=2, lr=0.1,
+                    also_measure={"first 100": (digits.x_test[:100], digits.y_test[:100])})
+    assert len(history.accuracy_on["first 100"]) == 2 and all(0 <= a <= 1 for a in history.accuracy_on["first 100"])
+    diverged = train(digits_mlp(input_bn=False, hidden_bn=False), small, epochs=3, lr=1e4,
+                     also_measure={"test": (digits.x_test, digits.y_test)})
+    assert diverged.diverged and len(diverged.accuracy_on["test"]) == 3 and np.isnan(diverged.accuracy_on["test"][-1])

@@ -226,6 +226,8 @@ class History:
     train_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
     test_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
     test_loss: list[float] = field(default_factory=list)
+    #: accuracy after each epoch, eval mode, on each set passed to :func:`train` as ``also_measure``
+    accuracy_on: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -254,6 +256,7 @@ def train(
     batch_size: int = 64,
     momentum: float = 0.0,
     seed: int = 0,
+    also_measure: dict[str, tuple[Tensor, Tensor]] | None = None,
 ) -> History:
     """Mini-batch SGD on the cross-entropy; the test set is measured after every epoch.
 
@@ -270,13 +273,16 @@ def train(
         batch_size: examples per step. Default: 64
         momentum: SGD momentum. Default: 0.0
         seed: seeds the order of the batches. Default: 0
+        also_measure: more sets ``{name: (x, y)}`` whose accuracy is recorded after every
+            epoch, in ``History.accuracy_on[name]``. Default: ``None``
 
     Returns:
         A :class:`History`.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)
-    history = History()
+    also_measure = also_measure or {}
+    history = History(accuracy_on={name: [] for name in also_measure})
     n = len(data.y_train)
     for _ in range(epochs):
         model.train()
@@ -299,10 +305,13 @@ def train(
         with evaluating(model):
             train_accuracy, _ = evaluate(model, data.x_train, data.y_train)
             test_accuracy, test_loss = evaluate(model, data.x_test, data.y_test)
+            for name, (x, y) in also_measure.items():
+                history.accuracy_on[name].append(evaluate(model, x, y)[0])
         history.train_accuracy.append(train_accuracy)
         history.test_accuracy.append(test_accuracy)
         history.test_loss.append(test_loss)
-    for series in (history.train_loss, history.train_accuracy, history.test_accuracy, history.test_loss):
+    for series in (history.train_loss, history.train_accuracy, history.test_accuracy, history.test_loss,
+                   *history.accuracy_on.values()):
         series.extend([math.nan] * (epochs - len(series)))
     return history
 
