@@ -5,23 +5,22 @@ no bnlib), because :mod:`autograder.inside.probe` and the scenario modules run *
 sandbox, where only NumPy, torch (for ``bn-torch``), the standard library and this package's
 sandbox-side modules exist.
 
-Sandbox side (student process):
+Sandbox side (the student's process): :mod:`autograder.inside`, mounted whole into every sandbox
     :mod:`autograder.inside.probe`      ``check(check_id, namespace)``, the call in every hidden test cell
     :mod:`autograder.inside.scenarios`  one scenario per graded behaviour, run on the student's functions
     :mod:`autograder.inside.executor`   the lean runner that executes a notebook's cells in the sandbox
+    :mod:`autograder.inside.protocol`   the wire protocol, the one module both sides of the boundary import
+    :mod:`autograder.inside.timing`     ``grade --speed``'s measurement, in the student's process
 
-Trusted side (instructor process):
-    :mod:`autograder.judging.judge`          verdicts: compares a scenario's record with bnlib and names mistakes
-    :mod:`autograder.nbgrader_ext.release`        the student notebooks, generated with nbgrader
-    :mod:`autograder.nbgrader_ext.preprocessors`  nbgrader preprocessors for deleted and duplicated graded cells
-    :mod:`autograder.sandbox`        bubblewrap sandboxes, their limits, the warm runner per slot
-    :mod:`autograder.grading.submissions`    a class's notebooks: nbgrader's folders, an LMS zip, one notebook
-    :mod:`autograder.grading.coordinator`          ``grade``: the coordinator (gradebook writes, pool or Dask, resume)
-    :mod:`autograder.grading.worker`         one notebook, start to finish: sanitize, run, judge, score, feedback
-    :mod:`autograder.output.speed`          ``grade --speed``: the ungraded class speed table
-    :mod:`autograder.output.feedback`       the student's feedback page
-    :mod:`autograder.output.report`         grades.csv and the instructor's report, from the gradebook
-    :mod:`autograder.grading.store`         the grading folder as an nbgrader course directory
+Trusted side (the instructor's processes), one package per concern:
+    :mod:`autograder.course`        the course's contract: assignments, graded names, reference, mistakes
+    :mod:`autograder.sandbox`       bubblewrap sandboxes: limits, mounts, slots, the monitor, the warm runner
+    :mod:`autograder.judging`       verdicts: a scenario's record compared with bnlib, the mistake named
+    :mod:`autograder.grading`       ``grade``: submissions, jobs, the coordinator, its runners, the worker,
+                                    the status table (classify), the grading folder (store), progress
+    :mod:`autograder.output`        the student's feedback, grades.csv and the report, the speed table
+    :mod:`autograder.nbgrader_ext`  the release, and nbgrader preprocessors for deleted and duplicated cells
+    :mod:`autograder.paths`          the repository's folders; :mod:`autograder.notebook`, nbgrader's cell rules
     :mod:`autograder.synthetic`      a synthetic class for tests, benchmarks and the README
     :mod:`autograder.bench_grading`  throughput against plain ``nbgrader autograde``
     :mod:`autograder.cli`            ``python -m autograder {release,grade,report}``

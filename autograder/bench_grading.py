@@ -35,8 +35,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograder.paths import REPO_DIR
+from autograder.nbgrader_ext.release import tools_on_path
+from autograder.paths import NBGRADER_CONFIG, REPO_DIR, SOLUTIONS
 from autograder.sandbox import is_root, warm_available
+from autograder.synthetic import make_class
 
 #: Hostile cases that plain nbgrader survives without a sandbox.
 SAFE_HOSTILE = ("infinite_loop", "os_exit", "sys_exit", "segfault", "socket", "read_solutions",
@@ -46,8 +48,6 @@ SAFE_HOSTILE = ("infinite_loop", "os_exit", "sys_exit", "segfault", "socket", "r
 
 def build_class(root: Path, copies: int) -> list[tuple[str, str]]:
     """The benchmark's class in root/submitted; returns its (student, assignment) notebooks."""
-    from autograder.synthetic import make_class
-
     expected = make_class(root, copies=copies, grading_dir=root / "nowhere")
     keep = []
     for e in expected:
@@ -79,13 +79,11 @@ def time_ours(submitted: Path, out: Path, workers: int, timeout: float) -> float
 
 
 def time_nbgrader(notebooks: list[tuple[str, str]], submitted: Path, course: Path, timeout: float) -> float:
-    from autograder.nbgrader_ext.release import tools_on_path
-
     tools_on_path()
     assignments = sorted({a for _, a in notebooks})
-    shutil.copytree(REPO_DIR / "solutions", course / "source")
+    shutil.copytree(SOLUTIONS, course / "source")
     (course / "nbgrader_config.py").write_text(
-        f"exec(open({str(REPO_DIR / 'autograder' / 'nbgrader_config.py')!r}).read())\n"
+        f"exec(open({str(NBGRADER_CONFIG)!r}).read())\n"
         f"c.CourseDirectory.root = {str(course)!r}\n"
         "for name in ('source', 'release', 'submitted', 'autograded', 'feedback'):\n"
         "    setattr(c.CourseDirectory, name + '_directory', name)\n"
@@ -107,8 +105,6 @@ def time_nbgrader(notebooks: list[tuple[str, str]], submitted: Path, course: Pat
 
 def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
     """How many notebooks both graders scored the same, and the ones they did not."""
-    from autograder.nbgrader_ext.release import tools_on_path
-
     tools_on_path()
     subprocess.run(["nbgrader", "export", "--to", str(course / "nbgrader.csv")], cwd=course,
                    capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO_DIR)})
@@ -125,7 +121,8 @@ def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.bench_grading", description=__doc__.split("\n")[0])
-    parser.add_argument("--copies", type=int, default=1, help="students of each correct, blank and wrong kind (1: 48 notebooks)")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="students of each correct, blank and wrong kind (1: 48 notebooks)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per cell, for both graders")
     parser.add_argument("--keep", metavar="DIR", help="keep the class and both outputs in DIR")

@@ -3,6 +3,9 @@
 Every subcommand has ``--help``. To add one, write ``_add_<name>(subparsers)`` that registers
 its parser with ``set_defaults(run=<function taking the parsed args, returning an exit code>)``
 and list it in :data:`COMMANDS`.
+
+``--help`` imports nothing heavy: each command imports what it runs (nbgrader, rich, the
+judge) when it runs, in the ``_run_<name>`` functions.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from autograder.course.spec import ASSIGNMENTS
+from autograder.grading.submissions import DEFAULT_ID_PATTERN, SubmissionsError
+from autograder.inside.timing import SHAPE
+from autograder.sandbox import Limits, SandboxError
+
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 
 def _add_release(sub: argparse._SubParsersAction) -> None:
-    from autograder.course.spec import ASSIGNMENTS
-
     p = sub.add_parser(
         "release",
         help="generate the student notebooks from solutions/",
@@ -38,7 +44,7 @@ def _add_release(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_release(args: argparse.Namespace) -> int:
-    from autograder.nbgrader_ext.release import ReleaseError, release
+    from autograder.nbgrader_ext.release import ReleaseError, release  # noqa: PLC0415 - nbgrader: not for --help
 
     try:
         paths = release(args.assignments or None, output=args.output, db_url=args.db, url=args.book_url)
@@ -73,8 +79,6 @@ def _shape(text: str) -> tuple[int, int]:
 
 
 def _add_grade(sub: argparse._SubParsersAction) -> None:
-    from autograder.grading.submissions import DEFAULT_ID_PATTERN
-
     p = sub.add_parser(
         "grade",
         help="grade a class's submissions: grades.csv, feedback, report, gradebook",
@@ -98,12 +102,12 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
                    help="notebooks graded at once on this machine (default: its CPU cores)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="grade on this Dask distributed cluster instead, e.g. tcp://10.0.0.5:8786")
-    p.add_argument("--timeout", type=_positive(float), default=30.0, metavar="S",
-                   help="seconds a cell may run before it is interrupted (default: 30)")
+    p.add_argument("--timeout", type=_positive(float), default=Limits.cell_timeout, metavar="S",
+                   help="seconds a cell may run before it is interrupted (default: %(default)g)")
     p.add_argument("--notebook-timeout", type=_positive(float), metavar="S",
-                   help="seconds a whole notebook may run (default: 10 x --timeout)")
-    p.add_argument("--memory", type=_positive(int), default=3072, metavar="MB",
-                   help="memory each notebook may use, in MiB (default: 3072)")
+                   help=f"seconds a whole notebook may run (default: {Limits.NOTEBOOK_FACTOR} x --timeout)")
+    p.add_argument("--memory", type=_positive(int), default=Limits.memory // 2**20, metavar="MB",
+                   help="memory each notebook may use, in MiB (default: %(default)d)")
     p.add_argument("--force", action="store_true", help="grade again what is already graded")
     p.add_argument("--id-pattern", metavar="REGEX",
                    help="regular expression with a group 'student' that finds the student id in a zip's file names")
@@ -112,23 +116,22 @@ def _add_grade(sub: argparse._SubParsersAction) -> None:
                    help="also time each correct bn-torch BatchNorm1d against nn.BatchNorm1d (ungraded: "
                         "the column speed_vs_nn in grades.csv, a class speed table in the report)")
     p.add_argument("--speed-shape", type=_shape, metavar="N,C", default=None,
-                   help="the batch --speed times (default: 16384,256)")
+                   help=f"the batch --speed times (default: {SHAPE[0]},{SHAPE[1]})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_grade)
 
 
 def _run_grade(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from rich.console import Console  # noqa: PLC0415 - not for --help (see the module docstring)
 
-    from autograder.grading.coordinator import GradeError, GradeOptions, grade, print_summary
-    from autograder.grading.submissions import SubmissionsError
-    from autograder.sandbox import SandboxError
+    from autograder.grading.coordinator import GradeError, GradeOptions, grade, print_summary  # noqa: PLC0415 - ditto
 
     console = Console(stderr=True)
-    options = GradeOptions(args.submissions, args.out, args.assignment, args.workers, args.scheduler,
-                           args.timeout, args.notebook_timeout, args.memory, args.force, args.id_pattern,
-                           args.student, not args.no_progress, speed=args.speed or bool(args.speed_shape),
-                           speed_shape=args.speed_shape)
+    options = GradeOptions(submissions=args.submissions, out=args.out, assignment=args.assignment,
+                           workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
+                           notebook_timeout=args.notebook_timeout, memory_mb=args.memory, force=args.force,
+                           id_pattern=args.id_pattern, student=args.student, progress=not args.no_progress,
+                           speed=args.speed or bool(args.speed_shape), speed_shape=args.speed_shape)
     try:
         summary = grade(options, console)
     except (SubmissionsError, SandboxError, GradeError) as exc:
@@ -153,7 +156,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from autograder.output.report import rebuild
+    from autograder.output.report import rebuild  # noqa: PLC0415 - nbgrader, matplotlib: not for --help
 
     try:
         csv_path, html_path = rebuild(args.dir)

@@ -14,7 +14,7 @@ copies in ``_build/autograded/``, feedback in ``_build/feedback/`` and the grade
 Links to the course book: the notebooks link chapters as ``book:<chapter>``; the release
 rewrites them to ``<book URL>/book/<chapter>.html`` when a book URL is set (``html.baseurl``
 in ``_config.yml``, or the environment variable ``BN_BOOK_URL``), and otherwise leaves the
-link's text (the chapter's title) as plain text (see ``autograder/release.py``).
+link's text (the chapter's title) as plain text (see ``autograder/nbgrader_ext/release.py``).
 """
 
 import os
@@ -38,7 +38,7 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "_build", "gradeboo
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Autograding: a cell may run at most two minutes; graded cells a student deleted come back;
-# a duplicated graded cell no longer stops the whole assignment (see autograder/preprocessors.py).
+# a duplicated graded cell no longer stops the whole assignment (see autograder/nbgrader_ext/preprocessors.py).
 c.Execute.timeout = 120
 c.OverwriteCells.add_missing_cells = True
 c.Autograde.sanitize_preprocessors = [

@@ -40,9 +40,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autograder.grading.store import SOLUTIONS, Course
+import nbformat
+
+from autograder.course.mistakes import MISTAKES
+from autograder.course.spec import INTERFACE
+from autograder.grading.jobs import Status
+from autograder.grading.store import GradingFolder, known_assignments
 from autograder.notebook import grade_id, is_solution, is_test
-from autograder.paths import REPO_DIR
+from autograder.paths import BUILD_DIR, REPO_DIR, SOLUTIONS
 
 #: The assignment the hostile cases use (the cheapest to run).
 HOSTILE_ASSIGNMENT = "bn-numpy-forward"
@@ -63,23 +68,23 @@ class Expected:
 # ---------------------------------------------------------------- hostile cells
 def _hostile(grading_dir: Path | None) -> dict[str, tuple[str, str, object, str]]:
     """case -> (cell source, status, score, piece of the reason)."""
-    gradebook = (grading_dir / "gradebook.db") if grading_dir else REPO_DIR / "_build" / "gradebook.db"
+    gradebook = (grading_dir / "gradebook.db") if grading_dir else BUILD_DIR / "gradebook.db"
     solution = SOLUTIONS / HOSTILE_ASSIGNMENT / f"{HOSTILE_ASSIGNMENT}.ipynb"
     return {
-        "infinite_loop": ("while True:\n    pass", "timeout", "full", "interrupted"),
+        "infinite_loop": ("while True:\n    pass", Status.TIMEOUT, "full", "interrupted"),
         "stubborn_loop": ("import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass",
-                          "timeout", 0, "did not stop"),
-        "os_exit": ("import os\nos._exit(0)", "crashed", 0, "os._exit"),
-        "sys_exit": ("import sys\nsys.exit()", "graded", "full", "sys.exit"),
-        "segfault": ("import ctypes\nctypes.string_at(0)", "crashed", 0, "segmentation fault"),
-        "memory_bomb": ("hoard = bytearray(50 * 2**30)", "memory", "full", "memory"),
+                          Status.TIMEOUT, 0, "did not stop"),
+        "os_exit": ("import os\nos._exit(0)", Status.CRASHED, 0, "os._exit"),
+        "sys_exit": ("import sys\nsys.exit()", Status.GRADED, "full", "sys.exit"),
+        "segfault": ("import ctypes\nctypes.string_at(0)", Status.CRASHED, 0, "segmentation fault"),
+        "memory_bomb": ("hoard = bytearray(50 * 2**30)", Status.MEMORY, "full", "memory"),
         "fork_bomb": ("import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(3600)",
-                      "crashed", "full", "processes"),
+                      Status.CRASHED, "full", "processes"),
         "print_1gb": ("import sys\nline = 'x' * 2**20\nfor _ in range(1024):\n    sys.stdout.write(line)",
-                      "graded", "full", "printed too much"),
-        "write_gradebook": (f"open({str(gradebook)!r}, 'w').write('all full marks')", "graded", "full", ""),
-        "read_solutions": (f"print(open({str(solution)!r}).read())", "graded", "full", ""),
-        "socket": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", "graded", "full",
+                      Status.GRADED, "full", "printed too much"),
+        "write_gradebook": (f"open({str(gradebook)!r}, 'w').write('all full marks')", Status.GRADED, "full", ""),
+        "read_solutions": (f"print(open({str(solution)!r}).read())", Status.GRADED, "full", ""),
+        "socket": ("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=3)", Status.GRADED, "full",
                    "network"),
     }
 
@@ -99,8 +104,6 @@ _TRICKS = {
 
 # ---------------------------------------------------------------- notebooks
 def _read(path: Path):
-    import nbformat
-
     return nbformat.read(path, as_version=4)
 
 
@@ -147,8 +150,6 @@ def _vendored_bnlib() -> str:
 
 def wrong_notebook(released, mistake: str, assignment: str):
     """The released notebook whose functions behave exactly like the catalogued `mistake`."""
-    from autograder.course.reference import INTERFACE
-
     nb = copy.deepcopy(released)
     solutions = [c for c in nb.cells if is_solution(c) and c.cell_type == "code"]
     first = solutions[0]
@@ -162,8 +163,6 @@ def wrong_notebook(released, mistake: str, assignment: str):
 
 
 def _insert_after_first_solution(nb, source: str):
-    import nbformat
-
     nb = copy.deepcopy(nb)
     index = next(i for i, c in enumerate(nb.cells) if is_solution(c)) + 1
     nb.cells.insert(index, nbformat.v4.new_code_cell(source))
@@ -192,8 +191,7 @@ def _structural(nb, case: str):
 # ---------------------------------------------------------------- the class
 def released_notebooks(assignments: list[str], work: Path) -> dict[str, Path]:
     """The student version of each assignment, generated with nbgrader into `work`."""
-    course = Course(work)
-    course.prepare(assignments)
+    GradingFolder(work).prepare(assignments)
     return {a: work / "release" / a / f"{a}.ipynb" for a in assignments}
 
 
@@ -213,10 +211,6 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
         copies: students of each correct, blank and wrong kind (more notebooks for the
             benchmark; copy k > 1 is suffixed ``-k``). Default: 1.
     """
-    import nbformat
-
-    from autograder.grading.store import known_assignments
-
     out = Path(out)
     assignments = list(assignments or known_assignments())
     temporary = None
@@ -246,14 +240,12 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
             base[a] = (rel, correct_notebook(rel, sol))
             for k in range(copies):
                 put(f"correct-{a}{suffix(k)}", a, base[a][1])
-                expected.append(Expected(f"correct-{a}{suffix(k)}", a, "graded", "full"))
+                expected.append(Expected(f"correct-{a}{suffix(k)}", a, Status.GRADED, "full"))
                 put(f"blank-{a}{suffix(k)}", a, rel)
-                expected.append(Expected(f"blank-{a}{suffix(k)}", a, "graded", 0))
+                expected.append(Expected(f"blank-{a}{suffix(k)}", a, Status.GRADED, 0))
             (submitted / f"missing-{a}").mkdir(parents=True, exist_ok=True)
-            expected.append(Expected(f"missing-{a}", a, "missing", 0, "no submission"))
+            expected.append(Expected(f"missing-{a}", a, Status.MISSING, 0, "no submission"))
         if wrong:
-            from autograder.course.mistakes import MISTAKES
-
             for m in MISTAKES:
                 a = next((x for x in m.assignments if x in assignments), None)
                 if a is None:
@@ -261,7 +253,7 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
                 for k in range(copies):
                     student = f"wrong-{m.name}{suffix(k)}"
                     put(student, a, wrong_notebook(base[a][0], m.name, a))
-                    expected.append(Expected(student, a, "graded", "partial", mistake=m.name))
+                    expected.append(Expected(student, a, Status.GRADED, "partial", mistake=m.name))
         a = HOSTILE_ASSIGNMENT
         if hostile and a in assignments:
             rel, good = base[a]
@@ -270,28 +262,28 @@ def make_class(out: str | Path, assignments: list[str] | None = None, released: 
                 expected.append(Expected(f"hostile-{case}", a, status, score, reason))
             for case, source in _TRICKS.items():
                 put(f"hostile-{case}", a, _insert_after_first_solution(rel, source))
-                expected.append(Expected(f"hostile-{case}", a, "graded", 0))
+                expected.append(Expected(f"hostile-{case}", a, Status.GRADED, 0))
             checks = [grade_id(c) for c in rel.cells if is_test(c)]
             forge = (f"CHECKS = {checks!r}\n" + _hostile_forge())
             put("hostile-forge_records", a, _insert_after_first_solution(rel, forge))
-            expected.append(Expected("hostile-forge_records", a, "graded", 0))
+            expected.append(Expected("hostile-forge_records", a, Status.GRADED, 0))
             put("hostile-delete_cells", a, _structural(good, "delete_cells"))
-            expected.append(Expected("hostile-delete_cells", a, "graded", "full", "put back"))
+            expected.append(Expected("hostile-delete_cells", a, Status.GRADED, "full", "put back"))
             put("hostile-duplicate_cells", a, _structural(good, "duplicate_cells"))
-            expected.append(Expected("hostile-duplicate_cells", a, "graded", "full", "appears 2 times"))
+            expected.append(Expected("hostile-duplicate_cells", a, Status.GRADED, "full", "appears 2 times"))
             put("hostile-edit_tests", a, _structural(good, "edit_tests"))
-            expected.append(Expected("hostile-edit_tests", a, "graded", "full"))
+            expected.append(Expected("hostile-edit_tests", a, Status.GRADED, "full"))
             put("malformed-json", a, data=b'{"cells": [ {"cell_type": "code", "source": "1 +')
-            expected.append(Expected("malformed-json", a, "malformed", 0, "not valid JSON"))
+            expected.append(Expected("malformed-json", a, Status.MALFORMED, 0, "not valid JSON"))
             put("malformed-not-a-notebook", a, data=b'["a", "list"]')
-            expected.append(Expected("malformed-not-a-notebook", a, "malformed", 0, "not a notebook"))
+            expected.append(Expected("malformed-not-a-notebook", a, Status.MALFORMED, 0, "not a notebook"))
         # nbgrader's layout: a student folder without an assignment's notebook is that student
         # missing the assignment (the synthetic students each hand in one assignment)
         handed_in = {(e.student, e.assignment) for e in expected}
         for student in sorted({e.student for e in expected}):
             for a in assignments:
                 if (student, a) not in handed_in:
-                    expected.append(Expected(student, a, "missing", 0, "no submission"))
+                    expected.append(Expected(student, a, Status.MISSING, 0, "no submission"))
         (out / "expected.json").write_text(json.dumps([asdict(e) for e in expected], indent=1))
         return expected
     finally:

@@ -171,7 +171,7 @@ def batch_stats(
         return mean, m2
 
     blocks = _blocks(x.shape[0], rows_per_block(x, block_bytes))
-    means, m2s = zip(*_map(block_stats, blocks, threads))
+    means, m2s = zip(*_map(block_stats, blocks, threads), strict=True)
     counts = [block.stop - block.start for block in blocks]
     mu, var = merge_stats(counts, np.stack(means), np.stack(m2s))
     return mu.astype(x.dtype), var.astype(x.dtype)
@@ -186,7 +186,9 @@ def _check_out(out: np.ndarray | None, like: np.ndarray, x: np.ndarray, name: st
     if out is None:
         return np.empty_like(like)
     if out.shape != like.shape or out.dtype != like.dtype:
-        raise ValueError(f"out must have {name}'s shape {like.shape} and dtype {like.dtype}, got {out.shape} {out.dtype}")
+        raise ValueError(
+            f"out must have {name}'s shape {like.shape} and dtype {like.dtype}, got {out.shape} {out.dtype}"
+        )
     if np.may_share_memory(out, x):
         raise ValueError("out must not overlap x: the backward pass reads x")
     return out
@@ -280,7 +282,7 @@ def backward_train(
         tmp = np.subtract(x[block], mu, out=_scratch_like(x[block]))
         return dy[block].sum(axis=0), np.einsum("ij,ij->j", tmp, dy[block])  # sum dy, sum dy (x - mu)
 
-    dbetas, dots = zip(*_map(sums, blocks, threads))
+    dbetas, dots = zip(*_map(sums, blocks, threads), strict=True)
     dbeta = np.sum(dbetas, axis=0, dtype=np.float64).astype(x.dtype)
     dgamma = (np.sum(dots, axis=0, dtype=np.float64) * istd).astype(x.dtype)  # sum dy x_hat
     # dx = k·dy + a·(x - mu) + b, per feature k, a, b

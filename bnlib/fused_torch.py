@@ -38,11 +38,19 @@ import torch
 from torch import Tensor
 
 from bnlib import torch as bnt
+from bnlib.torch import batch_dims, per_feature
 
-__all__ = ["ROWS", "RECOMPILE_LIMIT", "batch_sums", "forward_train", "backward_train", "compile_once", "FusedBatchNormFunction", "BatchNorm1d"]
+__all__ = [
+    "ROWS",
+    "RECOMPILE_LIMIT",
+    "batch_sums",
+    "forward_train",
+    "backward_train",
+    "compile_once",
+    "FusedBatchNormFunction",
+    "BatchNorm1d",
+]
 
-
-_dims, _per_feature = bnt._dims, bnt._per_feature  # the reduced dimensions; (C,) shaped to broadcast
 
 #: Rows per group when an ``(N, C)`` batch is summed (:func:`batch_sums`).
 ROWS = 64
@@ -60,7 +68,7 @@ def batch_sums(*terms: Tensor) -> list[Tensor]:
     """
     x = terms[0]
     if x.dim() == 3 or x.shape[0] % ROWS != 0 or x.shape[0] < 2 * ROWS:
-        return [t.sum(_dims(t)) for t in terms]
+        return [t.sum(batch_dims(t)) for t in terms]
     return [t.view(-1, ROWS, t.shape[1]).sum(1).sum(0) for t in terms]
 
 
@@ -83,19 +91,19 @@ def forward_train(
     m = x.numel() // x.shape[1]
     # The statistics in one loop over x, from sums of x - k: k, the mean of the first rows, is
     # close to mu, so these sums stay small and var = E[d²] - E[d]² does not cancel.
-    k = xc[:ROWS].mean(_dims(x))
-    d = xc - _per_feature(k, x)
+    k = xc[:ROWS].mean(batch_dims(x))
+    d = xc - per_feature(k, x)
     sum_d, sum_d2 = batch_sums(d, d * d)
     mean_d = sum_d / m
     mu = k + mean_d
     var = (sum_d2 / m - mean_d * mean_d).clamp(min=0)
     istd = torch.rsqrt(var + eps)
-    x_hat = (xc - _per_feature(mu, x)) * _per_feature(istd, x)
+    x_hat = (xc - per_feature(mu, x)) * per_feature(istd, x)
     y = x_hat
     if gamma is not None:
-        y = y * _per_feature(gamma.to(xc.dtype), x)
+        y = y * per_feature(gamma.to(xc.dtype), x)
     if beta is not None:
-        y = y + _per_feature(beta.to(xc.dtype), x)
+        y = y + per_feature(beta.to(xc.dtype), x)
     return y.to(x.dtype), mu, var, istd
 
 
@@ -122,10 +130,10 @@ def backward_train(
     """
     m = x.numel() // x.shape[1]
     dyc = dy.to(mu.dtype)
-    x_hat = (x.to(mu.dtype) - _per_feature(mu, x)) * _per_feature(istd, x)
+    x_hat = (x.to(mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
     dbeta, dgamma = batch_sums(dyc, dyc * x_hat)  # one loop over x and dy
     k = istd if gamma is None else gamma.to(mu.dtype) * istd
-    dx = _per_feature(k, x) * (dyc - _per_feature(dbeta / m, x) - x_hat * _per_feature(dgamma / m, x))
+    dx = per_feature(k, x) * (dyc - per_feature(dbeta / m, x) - x_hat * per_feature(dgamma / m, x))
     return dx.to(x.dtype), dgamma, dbeta
 
 
@@ -178,7 +186,7 @@ class FusedBatchNormFunction(torch.autograd.Function):
         x, gamma, mu, istd = ctx.saved_tensors
         run = compile_once(backward_train) if ctx.use_compiler else backward_train
         dx, dgamma, dbeta = run(dy, x, gamma, mu, istd)
-        return (*bnt._needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None)
+        return (*bnt.needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None)
 
 
 class BatchNorm1d(bnt.BatchNorm1d):

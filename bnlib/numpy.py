@@ -86,7 +86,11 @@ def batch_var(x: np.ndarray, mu: np.ndarray) -> np.ndarray:
 
 
 def normalize(x: np.ndarray, mu: np.ndarray, var: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    r"""Zero-centre and scale to unit variance, :math:`\hat{x}^{(i)} = \frac{x^{(i)} - \mu_B}{\sqrt{\sigma_B^2 + \varepsilon}}`.
+    r"""Zero-centre and scale to unit variance.
+
+    .. math::
+
+        \hat{x}^{(i)} = \frac{x^{(i)} - \mu_B}{\sqrt{\sigma_B^2 + \varepsilon}}
 
     ``eps`` sits inside the square root: it keeps the division finite when a feature is
     constant over the batch (``var == 0``).
@@ -140,7 +144,11 @@ def update_running_stats(
     m: int,
     momentum: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    r"""PyTorch's running averages: :math:`\text{new} = (1-\text{momentum})\cdot\text{old} + \text{momentum}\cdot\text{batch}`.
+    r"""PyTorch's running averages.
+
+    .. math::
+
+        \text{new} = (1-\text{momentum})\cdot\text{old} + \text{momentum}\cdot\text{batch}
 
     The batch variance enters unbiased (:func:`unbiased_var`). PyTorch's ``momentum`` is the
     weight of the *new* batch; Keras calls ``1 - momentum`` its momentum. ``BatchNorm1d`` with

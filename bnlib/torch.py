@@ -7,26 +7,45 @@ constants). :class:`BatchNorm1d` is an ``nn.Module`` with the constructor, param
 buffers, ``repr`` and ``state_dict`` of ``torch.nn.BatchNorm1d`` (torch 2.13) that uses them.
 None of it calls PyTorch's own batch norm. Everything runs on the device of its tensors.
 
+At the end (chapter "Batch norm at scale and in deployment"): :class:`SyncBatchNorm`, a
+drop-in for ``torch.nn.SyncBatchNorm`` that normalizes a batch split between processes as
+one batch, on CPU (gloo) or GPU (nccl), with :func:`convert_sync_batchnorm`; and the
+folding of evaluation-mode batch norm into the linear layer or convolution next to it
+(:func:`fold_into_linear`, :func:`fold_into_conv`, :func:`fold_into_next_linear`,
+:func:`fold_batch_norms`).
+
 Shapes: ``x`` is ``(N, C)`` or ``(N, C, L)``; statistics and parameters are ``(C,)``; the
 reduction is over every dimension but 1, so ``m = N`` or ``m = N·L``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import functools
+import math
+from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
-__all__ = ["BatchNormFunction", "FrozenBatchNormFunction", "BatchNorm1d", "compute_dtype"]
+__all__ = [
+    "BatchNormFunction",
+    "FrozenBatchNormFunction",
+    "BatchNorm1d",
+    "compute_dtype",
+    "batch_dims",
+    "per_feature",
+    "needed_grads",
+]
 
 
-def _dims(x: Tensor) -> list[int]:
-    """The dimensions statistics are taken over: all but the feature dimension 1."""
+def batch_dims(x: Tensor) -> list[int]:
+    """The dimensions statistics are taken over: all but the feature dimension 1 (``[0]`` or ``[0, 2]``)."""
     return [0] if x.dim() == 2 else [0, 2]
 
 
-def _per_feature(v: Tensor, x: Tensor) -> Tensor:
+def per_feature(v: Tensor, x: Tensor) -> Tensor:
     """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)`` or ``(1, C, 1)``."""
     return v.view(1, -1) if x.dim() == 2 else v.view(1, -1, 1)
 
@@ -34,6 +53,35 @@ def _per_feature(v: Tensor, x: Tensor) -> Tensor:
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype statistics are computed in: float32 for half precision, else ``dtype`` itself."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
+    r"""Per-feature ``(s, t)`` with :math:`\gamma\hat{x} + \beta = x s + t`:
+    :math:`s = \gamma/\sqrt{\sigma^2+\varepsilon}`, :math:`t = \beta - \mu s` (``gamma``, ``beta``
+    may be ``None``; computed in ``mu``'s dtype)."""
+    scale = istd if gamma is None else gamma.to(mu.dtype) * istd
+    shift = -mu * scale if beta is None else beta.to(mu.dtype) - mu * scale
+    return scale, shift
+
+
+def _input_grad(
+    xc: Tensor, dyc: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor,
+    dbeta: Tensor, dgamma: Tensor, m: float, out: Tensor,
+) -> Tensor:
+    r"""``dx`` by the compact formula, from the two batch sums and the number of values ``m``.
+
+    :math:`dx = k\,(dy - \tfrac{1}{m}\sum dy) - k\,\hat{x}\,\tfrac{1}{m}\sum dy\,\hat{x}` with
+    :math:`k = \gamma/\sqrt{\sigma^2+\varepsilon}`, ``dbeta`` :math:`= \sum dy` and ``dgamma``
+    :math:`= \sum dy\,\hat{x}`, rearranged as a multiply-add of ``dy`` and ``x`` written into ``out``
+    (scratch memory the size of ``x``). The sums may come from one process or from all of them
+    (:class:`SyncBatchNormFunction`): the formula is the same.
+    """
+    k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
+    # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
+    a = -k * dgamma * istd / m
+    b = -k * dbeta / m - a * mu
+    torch.addcmul(per_feature(b, x), xc, per_feature(a, x), out=out)
+    return out.addcmul_(dyc, per_feature(k, x)).to(x.dtype)
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -62,17 +110,16 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
         xc = x.to(compute_dtype(x.dtype))
-        dims = _dims(x)
+        dims = batch_dims(x)
         mu = xc.mean(dims)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)
-        y = xc - _per_feature(mu, x)
+        y = xc - per_feature(mu, x)
         var = y.square_().mean(dims)
         istd = torch.rsqrt(var + eps)
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
-        scale = istd if gamma is None else gamma.to(xc.dtype) * istd
-        shift = -mu * scale if beta is None else beta.to(xc.dtype) - mu * scale
-        torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x), out=y)
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
+        torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=y)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.mark_non_differentiable(mu, var)
         return y.to(x.dtype), mu, var
@@ -80,20 +127,15 @@ class BatchNormFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
         x, gamma, mu, istd = ctx.saved_tensors
-        dims = _dims(x)
+        dims = batch_dims(x)
         m = x.numel() // x.shape[1]
         xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
-        dx = xc - _per_feature(mu, x)
+        dx = xc - per_feature(mu, x)
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
-            k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
-            # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
-            a = -k * dgamma * istd / m
-            b = -k * dbeta / m - a * mu
-            torch.addcmul(_per_feature(b, x), xc, _per_feature(a, x), out=dx)
-            dx = dx.addcmul_(dyc, _per_feature(k, x)).to(x.dtype)
+            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta, dgamma, m, out=dx)
         else:
             dx = None
         dgamma_out = dgamma.to(gamma.dtype) if ctx.needs_input_grad[1] else None
@@ -101,9 +143,22 @@ class BatchNormFunction(torch.autograd.Function):
         return dx, dgamma_out, dbeta_out, None
 
 
-def _needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
-    """``(dx, dgamma, dbeta)`` as autograd takes them back: None where no gradient is needed,
-    dgamma and dbeta in the parameters' dtype (the fused kernels' backward passes share this)."""
+def needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
+    """``(dx, dgamma, dbeta)`` as an ``autograd.Function``'s backward hands them back.
+
+    ``None`` where autograd needs no gradient (``ctx.needs_input_grad`` of the inputs ``x``,
+    ``gamma``, ``beta``, in that order); ``dgamma`` and ``dbeta``, computed in the statistics'
+    dtype, cast to the parameters' (``x``'s when there is no ``gamma``). The backward passes of
+    :mod:`bnlib.fused_torch` and :mod:`bnlib.triton` end with it.
+
+    Args:
+        ctx: the backward pass's context.
+        x: the forward pass's input.
+        gamma: ``(C,)`` or ``None``.
+        dx: like ``x``.
+        dgamma: ``(C,)``.
+        dbeta: ``(C,)``.
+    """
     param_dtype = gamma.dtype if gamma is not None else x.dtype
     return (
         dx if ctx.needs_input_grad[0] else None,
@@ -124,23 +179,22 @@ class FrozenBatchNormFunction(torch.autograd.Function):
         cdt = compute_dtype(x.dtype)
         xc = x.to(cdt)
         mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
-        scale = istd if gamma is None else gamma.to(cdt) * istd
-        shift = -mu * scale if beta is None else beta.to(cdt) - mu * scale
-        y = torch.addcmul(_per_feature(shift, x), xc, _per_feature(scale, x))
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
+        y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
         ctx.save_for_backward(x, gamma, mu, istd)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor):
         x, gamma, mu, istd = ctx.saved_tensors
-        dims = _dims(x)
+        dims = batch_dims(x)
         dyc = dy.to(mu.dtype)
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
             k = istd if gamma is None else gamma.to(mu.dtype) * istd
-            dx = (dyc * _per_feature(k, x)).to(x.dtype)
+            dx = (dyc * per_feature(k, x)).to(x.dtype)
         if ctx.needs_input_grad[1]:
-            x_hat = (x.to(mu.dtype) - _per_feature(mu, x)) * _per_feature(istd, x)
+            x_hat = (x.to(mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
             dgamma = (dyc * x_hat).sum(dims).to(gamma.dtype)
         if ctx.needs_input_grad[2]:
             dbeta = dyc.sum(dims).to(gamma.dtype if gamma is not None else x.dtype)
@@ -309,3 +363,484 @@ class BatchNorm1d(nn.Module):
                 unbiased = var * (m / (m - 1))
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
         return y
+
+
+# =============================================================================================
+# Batch norm at scale and in deployment (chapter "Batch norm at scale and in deployment")
+#
+# SyncBatchNorm: one batch spread over several processes, normalized as one batch.
+# Folding: evaluation-mode batch norm merged into the linear layer next to it.
+# =============================================================================================
+
+__all__ += [
+    "Moments",
+    "SyncBatchNormFunction",
+    "SyncBatchNorm",
+    "convert_sync_batchnorm",
+    "fold_into_linear",
+    "fold_into_conv",
+    "fold_into_next_linear",
+    "fold_batch_norms",
+]
+
+
+class Moments(NamedTuple):
+    r"""What one slice of a batch knows about each feature: count, mean and squared deviations.
+
+    ``count`` is :math:`m_k`, the number of values per feature in the slice (a 0-dim tensor in
+    the statistics' dtype), ``mean`` is :math:`\mu_k` and ``m2`` is
+    :math:`M_k = \sum_i (x_i - \mu_k)^2`, both ``(C,)``. Two slices merge with the parallel
+    formula of Chan, Golub and LeVeque (:meth:`merge`), never through :math:`\sum x^2`, whose
+    difference :math:`\mathrm{E}[x^2] - \mathrm{E}[x]^2` loses every digit of a variance that is
+    small next to the squared mean.
+    """
+
+    count: Tensor
+    mean: Tensor
+    m2: Tensor
+
+    @classmethod
+    def of(cls, xc: Tensor) -> Moments:
+        """The moments of ``xc``, ``(N, C)`` or ``(N, C, L)``; an empty slice has count 0, mean 0, M 0."""
+        m = xc.numel() // xc.shape[1]
+        count = torch.tensor(float(m), dtype=xc.dtype, device=xc.device)
+        if m == 0:
+            zeros = xc.new_zeros(xc.shape[1])
+            return cls(count, zeros, zeros.clone())
+        dims = batch_dims(xc)
+        mean = xc.mean(dims)
+        m2 = (xc - per_feature(mean, xc)).square_().sum(dims)
+        return cls(count, mean, m2)
+
+    def merge(self, other: Moments) -> Moments:
+        r"""Chan's pairwise merge: the moments of the two slices taken together.
+
+        .. math::
+
+            m = m_a + m_b, \quad \delta = \mu_b - \mu_a, \quad
+            \mu = \mu_a + \delta\,\frac{m_b}{m}, \quad
+            M = M_a + M_b + \delta^2\,\frac{m_a m_b}{m}
+
+        Exact in exact arithmetic; in floating point every term is a sum of non-negative
+        numbers of the size of the variance, so nothing cancels. An empty slice changes nothing.
+        """
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        w = other.count / count.clamp(min=1)  # m_b / m, and 0 when both are empty
+        return Moments(count, self.mean + delta * w, self.m2 + other.m2 + delta.square() * self.count * w)
+
+    def pack(self) -> Tensor:
+        """One message of ``2C + 1`` numbers: ``[count, mean..., m2...]``."""
+        return torch.cat([self.count.reshape(1), self.mean, self.m2])
+
+    @classmethod
+    def unpack(cls, message: Tensor) -> Moments:
+        """The inverse of :meth:`pack`."""
+        c = (message.numel() - 1) // 2
+        return cls(message[0], message[1 : 1 + c], message[1 + c :])
+
+
+def _all_gather_moments(local: Moments, group: Any, world_size: int) -> list[Moments]:
+    """Every process's :class:`Moments`, in rank order, on every process (one all-gather)."""
+    message = local.pack()
+    gathered = message.new_empty(world_size * message.numel())
+    dist.all_gather_single(gathered, message, group=group)
+    return [Moments.unpack(row) for row in gathered.view(world_size, -1)]
+
+
+class SyncBatchNormFunction(torch.autograd.Function):
+    r"""Training-mode batch norm over a batch split between the processes of ``group``.
+
+    ``apply(x, gamma, beta, eps, group, world_size) -> (y, mu, var, m)``, ``x`` the slice of
+    this process, ``(N_k, C)`` or ``(N_k, C, L)``; ``mu``, ``var`` (biased) and ``m`` (the number
+    of values per feature over all processes, a 0-dim tensor) are those of the whole batch and
+    not differentiable. Slices may differ in size, and may be empty.
+
+    Forward: each process computes the :class:`Moments` of its slice and sends them, ``2C + 1``
+    numbers, to all the others in one all-gather; every process merges the same list in rank
+    order with Chan's formula, so all of them hold the same ``mu`` and ``var`` to the last bit,
+    and normalizes its own slice with them. (The all-gather stands in for an all-reduce:
+    ``torch.distributed`` reduces only with element-wise sums, products, minima and maxima,
+    and the merge is none of them.)
+
+    Backward: ``dx`` needs two sums over the *whole* batch, :math:`\sum dy` and
+    :math:`\sum dy\,\hat{x}`; each process computes them over its slice and one all-reduce of
+    ``2C`` numbers adds them up, then the compact formula of a single process applies
+    unchanged with the global ``m`` (:func:`_input_grad`). ``dgamma`` and ``dbeta`` are the
+    slice's own sums, as in PyTorch: data-parallel training adds the processes' parameter
+    gradients up anyway (``DistributedDataParallel`` all-reduces them). Every process of the
+    group must run the backward pass if one does.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float,
+                group: Any, world_size: int):
+        xc = x.to(compute_dtype(x.dtype))
+        whole = functools.reduce(Moments.merge, _all_gather_moments(Moments.of(xc), group, world_size))
+        m = float(whole.count)
+        if m == 1:  # every process sees the same count, so all of them raise here together
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got {m:.0f} over all "
+                f"{world_size} processes (input size {tuple(x.shape)} on this one)"
+            )
+        mu, var = whole.mean, whole.m2 / m
+        istd = torch.rsqrt(var + eps)
+        scale, shift = _scale_shift(mu, istd, gamma, beta)
+        y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
+        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.m, ctx.group = m, group
+        ctx.mark_non_differentiable(mu, var, whole.count)
+        return y.to(x.dtype), mu, var, whole.count
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None, _dm: Tensor | None):
+        x, gamma, mu, istd = ctx.saved_tensors
+        dims = batch_dims(x)
+        xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
+        dbeta = dyc.sum(dims)  # this slice's sum dy
+        dx = xc - per_feature(mu, x)
+        dgamma = dx.mul_(dyc).sum(dims) * istd  # this slice's sum dy x_hat
+        if ctx.needs_input_grad[0]:
+            sums = torch.cat([dbeta, dgamma])
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.group)
+            dbeta_all, dgamma_all = sums.chunk(2)
+            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta_all, dgamma_all, ctx.m, out=dx)
+        return (*needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None, None)
+
+
+class SyncBatchNorm(BatchNorm1d):
+    r"""A drop-in for ``torch.nn.SyncBatchNorm`` (torch 2.13) that also runs on CPU, over gloo.
+
+    .. math::
+
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \varepsilon}} \cdot \gamma + \beta
+
+    where the statistics are per feature over the batch *of all processes* of
+    ``process_group`` together, each holding a slice of it (``N`` may differ from one process
+    to the next, even be 0). Outputs, input gradients and running statistics are those of one
+    batch-norm layer on the concatenated batch; ``weight.grad`` and ``bias.grad`` are this
+    slice's share, to be summed across processes as data-parallel training does. How:
+    :class:`SyncBatchNormFunction`; the derivation and the bytes sent are in the chapter
+    "Batch norm at scale and in deployment".
+
+    PyTorch's semantics, including when nothing is synchronized: in evaluation mode (even with
+    ``track_running_stats=False``, where each process then normalizes its own slice), when
+    ``torch.distributed`` is not initialized, or when the group has a single process, the
+    layer is :class:`BatchNorm1d` (on any ``(N, C, *)`` input). Unlike PyTorch's, it
+    synchronizes tensors on any device its backend handles: gloo on CPU, nccl on CUDA GPUs.
+    Running statistics follow ``BatchNorm1d`` with the whole batch's mean and the unbiased
+    variance of all ``m`` values; ``num_batches_tracked`` counts steps, not processes.
+    Parameters, buffers, ``repr`` and ``state_dict`` are those of ``nn.SyncBatchNorm``, so
+    state dicts move freely between it, ``nn.BatchNorm1d/2d/3d`` and this layer.
+
+    Args:
+        num_features: ``C``.
+        eps: added to the variance inside the square root. Default: 1e-5
+        momentum: the new batch's weight, or ``None`` for a cumulative average. Default: 0.1
+        affine: learnable ``weight`` (gamma) and ``bias`` (beta). Default: ``True``
+        track_running_stats: keep ``running_mean``, ``running_var`` and
+            ``num_batches_tracked``. Default: ``True``
+        process_group: the processes whose slices form one batch. Default: ``None`` (the
+            whole world)
+        device: where parameters and buffers live. Default: ``None`` (the default device)
+        dtype: their dtype. Default: ``None`` (the default dtype)
+        bias: keyword only; learn ``bias`` (with ``affine``). Default: ``True``
+
+    Shape:
+        - Input: ``(N, C, *)``: ``(N, C)``, ``(N, C, L)``, ``(N, C, H, W)``, ...
+        - Output: same shape as the input
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        process_group: Any | None = None,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+        self.process_group = process_group
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any | None = None) -> nn.Module:
+        """:func:`convert_sync_batchnorm`, where PyTorch has it."""
+        return convert_sync_batchnorm(module, process_group)
+
+    def _sync_group(self) -> tuple[Any, int] | None:
+        """``(group, world_size)`` when this step must synchronize, else ``None`` (as PyTorch decides)."""
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return None
+        group = self.process_group if self.process_group is not None else dist.group.WORLD
+        world_size = dist.get_world_size(group)
+        return (group, world_size) if world_size > 1 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x``, this process's slice ``(N, C, *)``, with the statistics of all slices."""
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
+        if x.shape[1] == 0:
+            raise ValueError("SyncBatchNorm number of input channels should be non-zero")
+        # (N, C, H, W, ...) is (N, C, L) with L = H·W·...: the statistics do not see the layout
+        x3 = x if x.dim() <= 3 else x.reshape(x.shape[0], x.shape[1], math.prod(x.shape[2:]))
+        sync = self._sync_group()
+        if sync is None:
+            return super().forward(x3).reshape(x.shape)
+        self._check_input(x3, batch_stats=False)  # shape, dtype; one value per process is allowed
+        if self.eps <= 0:
+            raise ValueError(f"batch_norm eps must be positive with batch statistics, got {self.eps}")
+        tracking = self.track_running_stats
+        if tracking:  # counted once the step has passed every check, as BatchNorm1d does
+            steps = int(self.num_batches_tracked) + 1
+            factor = 1.0 / steps if self.momentum is None else self.momentum
+        y, mu, var, m = SyncBatchNormFunction.apply(x3, self.weight, self.bias, self.eps, *sync)
+        if tracking:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = float(m)
+            if m > 0:  # an empty batch (on every process) leaves the statistics as they were
+                with torch.no_grad():
+                    self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
+                    self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+        return y.reshape(x.shape)
+
+
+#: The layers :func:`convert_sync_batchnorm` replaces: PyTorch's batch norms (BatchNorm1d/2d/3d,
+#: SyncBatchNorm and their subclasses) and this module's.
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm, BatchNorm1d)
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group: Any | None = None) -> nn.Module:
+    r"""Every batch-norm layer of ``module`` replaced by a :class:`SyncBatchNorm`, as PyTorch's does.
+
+    What ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does, with this module's layer: each
+    ``nn.BatchNorm1d/2d/3d``, ``nn.SyncBatchNorm`` or :class:`BatchNorm1d` (subclasses
+    included) becomes a :class:`SyncBatchNorm` with the same ``num_features``, ``eps``,
+    ``momentum``, ``affine``, ``track_running_stats`` and ``bias``, that *shares* the old
+    layer's ``weight`` and ``bias`` parameters and its ``running_mean``, ``running_var`` and
+    ``num_batches_tracked`` tensors (no copies: device and dtype stay), its ``training`` flag
+    and its ``qconfig`` if it has one. Other modules are kept, their children converted in place.
+
+    Args:
+        module: a model, or one batch-norm layer.
+        process_group: the group every new layer synchronizes over. Default: ``None`` (the world)
+
+    Returns:
+        ``module`` itself with its batch norms replaced, or a new :class:`SyncBatchNorm` if
+        ``module`` is a batch-norm layer.
+    """
+    converted = module
+    if isinstance(module, _BATCH_NORMS):
+        converted = SyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine,
+            module.track_running_stats, process_group, bias=module.bias is not None,
+        )
+        if module.affine:
+            with torch.no_grad():
+                converted.weight = module.weight
+                converted.bias = module.bias
+        converted.running_mean = module.running_mean
+        converted.running_var = module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+        converted.training = module.training
+        if hasattr(module, "qconfig"):
+            converted.qconfig = module.qconfig
+    for name, child in module.named_children():
+        converted.add_module(name, convert_sync_batchnorm(child, process_group))
+    return converted
+
+
+# -- folding ----------------------------------------------------------------------------------
+
+
+def _frozen_affine(bn: nn.Module, weight: Tensor) -> tuple[Tensor, Tensor]:
+    r"""``(a, b)`` with ``bn(h) = a·h + b`` per feature in evaluation mode.
+
+    Computed in the wider of ``bn``'s and the neighbour's ``weight``'s dtypes, on their device.
+    :math:`a = \gamma/\sqrt{\sigma^2_{\text{running}} + \varepsilon}`,
+    :math:`b = \beta - a\,\mu_{\text{running}}`. Raises for a layer that is not such a map.
+    """
+    if not isinstance(bn, _BATCH_NORMS):
+        raise TypeError(f"expected a batch-norm layer, got {type(bn).__name__}")
+    if bn.training:
+        raise ValueError(
+            f"{type(bn).__name__} is in training mode: it normalizes with each batch's own statistics, "
+            f"which no fixed weights reproduce; fold for inference, after model.eval()"
+        )
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(
+            f"{type(bn).__name__} has track_running_stats=False: it normalizes with the batch's own "
+            f"statistics even in evaluation mode, so it is not a fixed map and cannot be folded"
+        )
+    dtype = torch.promote_types(weight.dtype, bn.running_var.dtype)
+    a = torch.rsqrt(bn.running_var.to(dtype) + bn.eps)
+    if bn.weight is not None:
+        a = a * bn.weight.detach().to(dtype)
+    b = -a * bn.running_mean.to(dtype)
+    if bn.bias is not None:
+        b = b + bn.bias.detach().to(dtype)
+    return a, b
+
+
+def _check_eval(layer: nn.Module, role: str) -> None:
+    if layer.training:
+        raise ValueError(f"the {role} {type(layer).__name__} is in training mode: call model.eval() before folding")
+
+
+def _with_weights(layer: nn.Module, weight: Tensor, bias: Tensor) -> nn.Module:
+    """A copy of ``layer`` with new ``weight`` and ``bias`` in its own dtypes (a bias is added if it had none)."""
+    folded = copy.deepcopy(layer)
+    requires_grad = layer.weight.requires_grad
+    folded.weight = nn.Parameter(weight.to(layer.weight.dtype), requires_grad)
+    bias_dtype = layer.bias.dtype if layer.bias is not None else layer.weight.dtype
+    folded.bias = nn.Parameter(bias.to(bias_dtype), requires_grad)
+    return folded
+
+
+def _fold_after(layer: nn.Module, bn: nn.Module, out_features: int, what: str) -> nn.Module:
+    """``bn ∘ layer`` as one layer: row ``j`` of the weight times ``a_j``, bias ``a·c + b``."""
+    _check_eval(layer, what)
+    a, b = _frozen_affine(bn, layer.weight)
+    if bn.num_features != out_features:
+        raise ValueError(
+            f"the batch norm normalizes {bn.num_features} features but the {what} before it has "
+            f"{out_features} outputs: it does not come right after this layer"
+        )
+    w = layer.weight.detach().to(a.dtype)
+    c = layer.bias.detach().to(a.dtype) if layer.bias is not None else torch.zeros_like(a)
+    return _with_weights(layer, w * a.view(-1, *[1] * (w.dim() - 1)), a * c + b)
+
+
+def fold_into_linear(linear: nn.Linear, bn: nn.Module) -> nn.Linear:
+    r"""The linear layer that computes ``bn(linear(x))`` for evaluation-mode ``bn``.
+
+    With :math:`h = W x + c` and ``bn`` the fixed map :math:`a \otimes h + b`
+    (:math:`a = \gamma/\sqrt{\sigma^2_{\text{running}}+\varepsilon}`,
+    :math:`b = \beta - a \otimes \mu_{\text{running}}`), the composition is
+    :math:`W' x + c'` with :math:`W' = \mathrm{diag}(a)\,W` (row :math:`j` scaled by :math:`a_j`)
+    and :math:`c' = a \otimes c + b`. What ``torch.nn.utils.fusion.fuse_linear_bn_eval`` computes;
+    the proof is in the chapter "Batch norm at scale and in deployment".
+
+    Args:
+        linear: an ``nn.Linear`` (with or without bias), in evaluation mode.
+        bn: the batch norm right after it, in evaluation mode with running statistics
+            (``nn.BatchNorm1d``, :class:`BatchNorm1d`, :class:`SyncBatchNorm`, ...).
+
+    Returns:
+        A new ``nn.Linear`` (a copy of ``linear``, always with a bias); the inputs are untouched.
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, or
+            ``bn.num_features != linear.out_features``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fold_into_linear expects an nn.Linear, got {type(linear).__name__}")
+    return _fold_after(linear, bn, linear.out_features, "linear layer")
+
+
+def fold_into_conv(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    r"""The convolution that computes ``bn(conv(x))`` for evaluation-mode ``bn``.
+
+    As :func:`fold_into_linear`, channel by channel: the filters of output channel :math:`j`
+    are scaled by :math:`a_j` and the bias becomes :math:`a \otimes c + b`. Padding changes
+    nothing: batch norm comes after the convolution, so it sees the padded output like any
+    other. What ``torch.nn.utils.fusion.fuse_conv_bn_eval`` computes.
+
+    Args:
+        conv: an ``nn.Conv2d`` (or ``Conv1d``/``Conv3d``; not transposed), in evaluation mode.
+        bn: the batch norm right after it (``nn.BatchNorm2d`` for a ``Conv2d``), in
+            evaluation mode with running statistics.
+
+    Returns:
+        A new convolution of the same type (a copy of ``conv``, always with a bias).
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, a
+            transposed convolution, or ``bn.num_features != conv.out_channels``.
+    """
+    if not isinstance(conv, nn.modules.conv._ConvNd):
+        raise TypeError(f"fold_into_conv expects a convolution, got {type(conv).__name__}")
+    if conv.transposed:
+        raise ValueError(f"{type(conv).__name__} is transposed: its weight is laid out (in, out, ...); not supported")
+    return _fold_after(conv, bn, conv.out_channels, "convolution")
+
+
+def fold_into_next_linear(bn: nn.Module, linear: nn.Linear) -> nn.Linear:
+    r"""The linear layer that computes ``linear(bn(x))`` for evaluation-mode ``bn`` on ``(N, C)`` input.
+
+    Batch norm *before* a linear layer, as after a ReLU: with ``bn`` the fixed map
+    :math:`a \otimes x + b` and the layer :math:`W h + c`,
+    :math:`W (a \otimes x + b) + c = W' x + c'` with :math:`W' = W\,\mathrm{diag}(a)` (column
+    :math:`k` scaled by :math:`a_k`) and :math:`c' = W b + c`. PyTorch's ``fusion`` has no
+    counterpart. Only for ``(N, C)`` input, where batch norm's features are the linear layer's
+    inputs. (Before a *convolution* with zero padding the same trick is wrong at the borders:
+    the padded zeros would have to become :math:`-b/a`.)
+
+    Args:
+        bn: a batch norm in evaluation mode with running statistics.
+        linear: the ``nn.Linear`` right after it, in evaluation mode.
+
+    Returns:
+        A new ``nn.Linear`` (a copy of ``linear``, always with a bias).
+
+    Raises:
+        ValueError: a layer in training mode, a batch norm without running statistics, or
+            ``bn.num_features != linear.in_features``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"fold_into_next_linear expects an nn.Linear, got {type(linear).__name__}")
+    _check_eval(linear, "linear layer")
+    a, b = _frozen_affine(bn, linear.weight)
+    if bn.num_features != linear.in_features:
+        raise ValueError(
+            f"the batch norm normalizes {bn.num_features} features but the linear layer after it "
+            f"takes {linear.in_features} inputs: it does not feed this layer"
+        )
+    w = linear.weight.detach().to(a.dtype)
+    c = linear.bias.detach().to(a.dtype) if linear.bias is not None else w.new_zeros(w.shape[0])
+    return _with_weights(linear, w * a, w @ b + c)
+
+
+def fold_batch_norms(model: nn.Sequential) -> nn.Sequential:
+    """A copy of ``model`` (evaluation mode) with every batch norm folded into a linear neighbour.
+
+    A batch norm right after an ``nn.Linear`` or a convolution is folded into it
+    (:func:`fold_into_linear`, :func:`fold_into_conv`); otherwise, one right before an
+    ``nn.Linear`` is folded into that (:func:`fold_into_next_linear`), as in
+    ``Linear → ReLU → BatchNorm1d → Linear``. Every other layer is copied as it is.
+
+    Raises:
+        ValueError: a batch norm with neither neighbour (for example between a ReLU and a
+            convolution), or any reason the fold functions give.
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"fold_batch_norms takes an nn.Sequential, got {type(model).__name__}")
+    layers = [copy.deepcopy(layer) for layer in model]
+    folded: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        after = layers[i + 1] if i + 1 < len(layers) else None
+        if not isinstance(layer, _BATCH_NORMS):
+            folded.append(layer)
+        elif folded and isinstance(folded[-1], nn.Linear):
+            folded[-1] = fold_into_linear(folded[-1], layer)
+        elif folded and isinstance(folded[-1], nn.modules.conv._ConvNd) and not folded[-1].transposed:
+            folded[-1] = fold_into_conv(folded[-1], layer)
+        elif isinstance(after, nn.Linear):
+            folded.append(fold_into_next_linear(layer, after))
+            i += 1
+        else:
+            before = type(folded[-1]).__name__ if folded else "the input"
+            raise ValueError(
+                f"layer {i} ({type(layer).__name__}) comes after {before} and before "
+                f"{type(after).__name__ if after is not None else 'the output'}: no linear layer or "
+                f"convolution to fold it into"
+            )
+        i += 1
+    return nn.Sequential(*folded).train(model.training)

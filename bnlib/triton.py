@@ -24,11 +24,16 @@ Layout: ``x`` is a contiguous ``(N, C)`` or ``(N, C, L)`` tensor. Row ``r`` of t
 ``(N, C)``, ``L = 1`` (Triton specializes integer arguments equal to 1, so the division
 disappears).
 
-The file reads like Triton's layer-norm tutorial: the forward kernels, the backward kernels, the autograd wrapper and
-layer, a test against ``torch.nn.BatchNorm1d`` (:func:`compare_with_torch`), a benchmark
-(:func:`benchmark`). The kernels run on CUDA; on a CPU, Triton's interpreter runs them
-(set ``TRITON_INTERPRET=1`` before this module is imported): slowly, but exactly, which is
-how the tests check them without a GPU.
+The file reads like Triton's layer-norm tutorial: the forward kernels, the backward kernels,
+the autograd wrapper and layer, a test against ``torch.nn.BatchNorm1d``
+(:func:`compare_with_torch`). The benchmark is the harness's, which times this layer beside
+cuDNN's batch norm on a CUDA machine (larger batches with ``--shape``)::
+
+    python -m bnlib.bench --device cuda --kernels triton --shape 65536,256 --shape 262144,256 --shape 16384,1024
+
+The kernels run on CUDA; on a CPU, Triton's interpreter runs them (set ``TRITON_INTERPRET=1``
+before this module is imported): slowly, but exactly, which is how the tests check them
+without a GPU.
 """
 
 from __future__ import annotations
@@ -59,7 +64,6 @@ __all__ = [
     "TritonBatchNormFunction",
     "BatchNorm1d",
     "compare_with_torch",
-    "benchmark",
 ]
 
 #: Whether Triton's interpreter runs the kernels (``TRITON_INTERPRET=1`` at import): then
@@ -266,7 +270,7 @@ class TritonBatchNormFunction(torch.autograd.Function):
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
         x, gamma, mu, istd = ctx.saved_tensors
         dx, dgamma, dbeta = backward_train(dy, x, gamma, mu, istd)
-        return (*bnt._needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
+        return (*bnt.needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
 
 
 class BatchNorm1d(bnt.BatchNorm1d):
@@ -281,7 +285,7 @@ class BatchNorm1d(bnt.BatchNorm1d):
 
 
 # --------------------------------------------------------------------------------------------
-# The test and the benchmark.
+# The test against PyTorch (the benchmark is the harness's: see the module's docstring).
 # --------------------------------------------------------------------------------------------
 
 
@@ -320,21 +324,7 @@ def compare_with_torch(
                             running_mean=layer.running_mean, running_var=layer.running_var))
     want, got = results
     return {
-        key: float((got[key].double() - want[key].double()).abs().max() / want[key].double().abs().max().clamp(min=1e-30))
+        key: float((got[key].double() - want[key].double()).abs().max()
+                   / want[key].double().abs().max().clamp(min=1e-30))
         for key in want
     }
-
-
-def benchmark(shapes=((65536, 256), (262144, 256), (16384, 1024)), **kwargs: Any) -> dict[str, Any]:
-    """Time :class:`BatchNorm1d` against ``nn.BatchNorm1d`` (cuDNN) with :mod:`bnlib.bench`, on CUDA.
-
-    ``kwargs`` go to :func:`bnlib.bench.benchmark_report`; print the result with
-    :func:`bnlib.bench.format_table`.
-    """
-    from bnlib import bench
-
-    kernels = [
-        bench.module_kernel(bench.REFERENCE, "cuDNN", torch.nn.BatchNorm1d),
-        bench.module_kernel("triton", "this module", BatchNorm1d),
-    ]
-    return bench.benchmark_report(kernels, shapes, device="cuda", **kwargs)

@@ -93,7 +93,8 @@ def released(student_release) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def solutions_digest() -> str:
     """A fingerprint of solutions/ taken before any grading (nothing may change it)."""
-    from autograder.grading.store import SOLUTIONS, tree_sha256
+    from autograder.grading.store import tree_sha256
+    from autograder.paths import SOLUTIONS
 
     return tree_sha256(SOLUTIONS)
 

@@ -10,7 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.sandbox import REPO_DIR, running_sandboxes
+from autograder.paths import REPO_DIR
+from autograder.sandbox import running_sandboxes
 
 
 @dataclass

@@ -18,8 +18,10 @@ def test_grading_on_a_dask_cluster_gives_every_student_the_expected_outcome(tmp_
 
     expected = make_class(tmp_path / "class", ["bn-numpy-forward"], released=released, hostile=False)
     expected = [e for e in expected if e.assignment == "bn-numpy-forward"]
-    with dask.config.set({"temporary-directory": str(tmp_path / "dask")}), LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      local_directory=str(tmp_path / "dask")) as cluster:
+    folder = str(tmp_path / "dask")
+    settings = {"temporary-directory": folder}
+    with dask.config.set(settings), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None, local_directory=folder) as cluster:
         run = run_grade([tmp_path / "class" / "submitted", "--scheduler", cluster.scheduler_address,
                          "--timeout", "10", "--no-progress"], tmp_path / "grades", tmp_path / "scratch")
         ran_on_cluster = sum(v.all_durations.get("compute", 0.0) for k, v in cluster.scheduler.task_prefixes.items()

@@ -32,3 +32,23 @@ def test_outputs_are_bounded_and_say_how_much_was_dropped():
     items = out.finish()
     assert items[0]["text"] == "abcdefghij"
     assert "6 characters of output dropped" in items[-1]["text"]
+
+
+@pytest.mark.parametrize("module", ["executor", "protocol", "timing"])
+def test_the_runner_the_protocol_and_the_timer_import_only_the_standard_library(module):
+    """They run inside the sandbox (timing imports torch in its function, for bn-torch only)."""
+    import ast
+    import sys
+
+    from autograder.paths import PACKAGE_DIR
+
+    tree = ast.parse((PACKAGE_DIR / "inside" / f"{module}.py").read_text())
+    imported = set()
+    for node in tree.body:  # the module's top-level imports
+        if isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    ours = {name for name in imported if name.split(".")[0] == "autograder"}
+    assert {name.split(".")[0] for name in imported - ours} <= set(sys.stdlib_module_names) | {"__future__"}
+    assert all(name.startswith("autograder.inside") for name in ours), ours

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
+from autograder.grading.jobs import Answer, PartResult
 from autograder.output.feedback import released_source, render
 
 
@@ -17,8 +18,7 @@ def test_an_unterminated_hidden_region_shows_nothing():
 
 
 def _answer(**parts):
-    return {"student_id": "ada", "assignment": "bn-torch", "status": "graded", "reason": "", "score": 1.0,
-            "max_score": 2.0, "parts": parts}
+    return Answer("ada", "bn-torch", score=1.0, max_score=2.0, parts=parts)
 
 
 def test_what_the_student_wrote_is_escaped():
@@ -40,9 +40,9 @@ def test_a_failed_part_shows_its_message_and_a_passed_part_its_points():
         nbformat.v4.new_code_cell('"""Check b."""\n### BEGIN HIDDEN TESTS\nsecret_b()\n### END HIDDEN TESTS',
                                   metadata=meta("b")),
     ])
-    page = render(_answer(a={"title": "Check a.", "passed": True, "score": 1, "max_score": 1},
-                          b={"title": "Check b.", "passed": False, "score": 0, "max_score": 1,
-                             "message": "dgamma is summed over the wrong axis"}), nb)
+    page = render(_answer(a=PartResult(title="Check a.", passed=True, score=1, max_score=1),
+                          b=PartResult(title="Check b.", passed=False, score=0, max_score=1,
+                                       message="dgamma is summed over the wrong axis")), nb)
     assert "dgamma is summed over the wrong axis" in page
     assert "passed (1 / 1 points)" in page
     assert "secret_a" not in page and "secret_b" not in page

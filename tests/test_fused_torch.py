@@ -1,54 +1,17 @@
-"""bnlib.fused_torch: plain forward and backward functions, compiled into four loops; nn.BatchNorm1d's numbers."""
+"""bnlib.fused_torch: plain forward and backward functions, compiled into four loops.
+
+Its numbers against PyTorch's, eager and compiled: tests/test_conformance.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from reference import DTYPES, Config, assert_same_steps, play_from_torch_start, run_side_by_side
-from test_numpy import configs
 from torch import nn
 
 import bnlib.fused_torch as ft
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-
-
-def fused_steps(cfg: Config, compiled: bool):
-    """Play ``cfg`` on the fused layer, from the start state run_side_by_side gives nn.BatchNorm1d."""
-    layer = ft.BatchNorm1d(cfg.c, **cfg.kwargs(), dtype=DTYPES[cfg.dtype][1], compiled=compiled)
-    return play_from_torch_start(layer, cfg)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(configs("float64"))
-def test_eager_fused_layer_matches_pytorch_float64(cfg):
-    want = run_side_by_side(cfg)["torch.nn"]
-    assert_same_steps(fused_steps(cfg, compiled=False), want, rtol=1e-10, name="fused_torch", eps=cfg.eps)
-
-
-@settings(max_examples=20, deadline=None)
-@given(configs("float32"))
-def test_eager_fused_layer_matches_pytorch_float32(cfg):
-    want = run_side_by_side(cfg)["torch.nn"]
-    assert_same_steps(fused_steps(cfg, compiled=False), want, rtol=2e-5, name="fused_torch", eps=cfg.eps)
-
-
-# Compiling takes seconds per variant (dtype, rank, affine): a few representative ones.
-COMPILED = [
-    Config(n=64, c=16, dtype="float32"),
-    Config(n=512, c=8, dtype="float32", train_steps=2),  # rows in groups (batch_sums)
-    Config(n=9, c=5, length=7, dtype="float32", momentum=None, eps=1e-3),
-    Config(n=33, c=4, dtype="float64", affine=False),
-    Config(n=12, c=3, dtype="float32", bias=False, track_running_stats=False),
-]
-
-
-@pytest.mark.parametrize("cfg", COMPILED, ids=lambda c: f"{c.shape}-{c.dtype}-affine{c.affine}-bias{c.bias}")
-def test_compiled_fused_layer_matches_pytorch(cfg, inductor_cache):
-    want = run_side_by_side(cfg)["torch.nn"]
-    rtol = 1e-10 if cfg.dtype == "float64" else 2e-5
-    assert_same_steps(fused_steps(cfg, compiled=True), want, rtol=rtol, name="fused_torch", eps=cfg.eps)
 
 
 @pytest.mark.parametrize("fn, args", [

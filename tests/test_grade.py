@@ -17,8 +17,8 @@ import sys
 import nbformat
 import pytest
 
-from autograder.grading.store import Course
-from autograder.sandbox import REPO_DIR
+from autograder.grading.store import GradingFolder
+from autograder.paths import REPO_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_a_clean_run_has_no_reason(graded_class):
 
 def test_each_wrong_variant_is_named_in_the_results_and_the_feedback(graded_class):
     run, expected = graded_class
-    results = Course(run.out).results()
+    results = GradingFolder(run.out).results()
     problems = []
     for e in expected:
         if e.mistake is None:
@@ -166,7 +166,7 @@ def test_feedback_shows_no_hidden_test_code_and_no_traceback_through_it(graded_c
 
 def test_feedback_shows_every_failed_part_with_its_message(graded_class):
     run, expected = graded_class
-    results = Course(run.out).results()
+    results = GradingFolder(run.out).results()
     problems = []
     for e in expected:
         r = results[(e.student, e.assignment)]
@@ -237,7 +237,8 @@ def test_the_gradebook_survives_the_student_who_wrote_to_it(graded_class):
 
 
 def test_the_solutions_are_untouched(graded_class, solutions_digest):
-    from autograder.grading.store import SOLUTIONS, tree_sha256
+    from autograder.grading.store import tree_sha256
+    from autograder.paths import SOLUTIONS
 
     assert tree_sha256(SOLUTIONS) == solutions_digest
 
@@ -257,12 +258,12 @@ def test_a_finished_run_rerun_is_a_no_op(graded_class, tmp_path):
     run, expected = graded_class
     before = {p: p.stat().st_mtime_ns for p in [run.out / "grades.csv", run.out / "gradebook.db",
                                                  run.out / "report.html"]}
-    results = Course(run.out).results()
+    results = GradingFolder(run.out).results()
     again = run_grade([run.out.parent / "class" / "submitted", "--timeout", "5"], run.out, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "Nothing to grade" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in before} == before
-    assert Course(run.out).results() == results
+    assert GradingFolder(run.out).results() == results
     assert again.leftovers == [] and again.stray_files == []
 
 
@@ -282,13 +283,13 @@ def test_grading_one_late_notebook_keeps_the_rest_of_the_class(graded_class, tmp
     run, _ = graded_class
     course_dir = tmp_path / "grades"
     shutil.copytree(run.out, course_dir)
-    before = Course(course_dir).results()
+    before = GradingFolder(course_dir).results()
     late = tmp_path / "late-student.ipynb"
     late.write_bytes((run.out / "submitted" / "correct-bn-numpy-forward" / "bn-numpy-forward" /
                       "bn-numpy-forward.ipynb").read_bytes())
     again = run_grade([late, "--assignment", "bn-numpy-forward", "--no-progress"], course_dir, tmp_path / "s")
     assert again.returncode == 0, again.stderr
-    after = Course(course_dir).results()
+    after = GradingFolder(course_dir).results()
     assert {k: v for k, v in after.items() if k[0] != "late-student"} == before
     assert (after[("late-student", "bn-numpy-forward")].status, after[("late-student", "bn-numpy-forward")].score) \
         == ("graded", 12.0)

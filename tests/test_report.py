@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autograder.sandbox import REPO_DIR
+from autograder.paths import REPO_DIR
 
 
 def _report(directory) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from grade_runs import environment, grade_command, leftovers, run_grade, stray_files
 
-from autograder.grading.store import Course
+from autograder.grading.store import GradingFolder
 from autograder.synthetic import make_class
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def slow_class(tmp_path_factory, released):
 
 
 def _rows(out) -> dict:
-    return {k: (r.status, r.score, r.seconds) for k, r in Course(out).results().items()}
+    return {k: (r.status, r.score, r.seconds) for k, r in GradingFolder(out).results().items()}
 
 
 def test_kill_9_in_the_middle_then_the_same_command_grades_only_what_is_left(slow_class, tmp_path):

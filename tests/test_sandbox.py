@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from autograder.sandbox import REPO_DIR, UID_BASE, Limits, Sandbox, is_root, warm_available
+from autograder.paths import REPO_DIR
+from autograder.sandbox import UID_BASE, Limits, Sandbox, is_root, warm_available
 from autograder.sandbox import running_sandboxes as sandbox_processes
 
 FAST = Limits(cell_timeout=3, notebook_timeout=30, grace=2)
@@ -38,7 +39,7 @@ def run(box, *sources, kind="numpy", limits=None):
 def text(result, index) -> str:
     """Everything a cell showed: its printed text, its value, its error."""
     parts = []
-    for out in result.cells[index]["outputs"]:
+    for out in result.cells[index].outputs:
         parts.append(out.get("text") or out.get("data", {}).get("text/plain", "")
                      or f"{out.get('ename')}: {out.get('evalue')}")
     return "".join(parts)
@@ -52,7 +53,7 @@ def test_cells_share_one_namespace_and_show_their_last_value(box):
 
 def test_an_error_in_one_cell_does_not_stop_the_next(box):
     r = run(box, "1 / 0", "print('next')")
-    assert r.cells[0]["outputs"][0]["ename"] == "ZeroDivisionError"
+    assert r.cells[0].outputs[0]["ename"] == "ZeroDivisionError"
     assert text(r, 1) == "next\n"
 
 
@@ -60,7 +61,7 @@ def test_network_is_unreachable(box):
     r = run(box, "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)",
             "import urllib.request\nurllib.request.urlopen('http://example.com', timeout=2)")
     assert "Network is unreachable" in text(r, 0)
-    assert r.cells[0]["events"] == ["network"]
+    assert r.cells[0].events == ["network"]
     assert "URLError" in text(r, 1) or "gaierror" in text(r, 1) or "Temporary failure" in text(r, 1)
 
 
@@ -116,7 +117,7 @@ def test_forking_10000_processes_is_stopped(box):
                  "    if pid == 0:\n        import time; time.sleep(60)\n    pids.append(pid)",
             "print('after')")
     assert "Resource temporarily unavailable" in text(r, 0)
-    assert r.cells[0]["events"] == ["process-limit"]
+    assert r.cells[0].events == ["process-limit"]
     assert text(r, 1) == "after\n"
     assert time.monotonic() - start < 20
     assert leftovers(box) == []
@@ -126,13 +127,13 @@ def test_allocating_50_gb_is_refused(box):
     r = run(box, "import numpy as np\nx = np.ones(50 * 2**30 // 8)", "bytearray(50 * 2**30)", "print('after')")
     assert text(r, 0).startswith("MemoryError")
     assert text(r, 1).startswith("MemoryError")
-    assert r.cells[0]["events"] == ["memory"]
+    assert r.cells[0].events == ["memory"]
     assert text(r, 2) == "after\n"
 
 
 def test_an_infinite_loop_is_interrupted_and_the_notebook_goes_on(box):
     r = run(box, "while True:\n    pass", "print('after')")
-    assert r.cells[0]["events"] == ["timeout"]
+    assert r.cells[0].events == ["timeout"]
     assert text(r, 1) == "after\n"
 
 
@@ -149,7 +150,7 @@ def test_a_loop_that_ignores_the_interrupt_is_killed(box):
 def test_catching_the_interrupt_in_a_loop_does_not_help(box):
     r = run(box, "while True:\n    try:\n        while True: pass\n    except BaseException:\n        pass",
             "print('never')")
-    assert r.killed_for == "cell-timeout" or r.cells[0]["events"] == ["timeout"]
+    assert r.killed_for == "cell-timeout" or r.cells[0].events == ["timeout"]
 
 
 def test_the_notebook_time_limit_kills_a_slow_notebook(box):
@@ -166,7 +167,7 @@ def test_os_exit_ends_the_run_and_says_where(box):
 
 def test_sys_exit_is_an_error_in_its_cell_only(box):
     r = run(box, "import sys; sys.exit(3)", "print('after')")
-    assert r.cells[0]["events"] == ["exit"]
+    assert r.cells[0].events == ["exit"]
     assert text(r, 1) == "after\n"
 
 
@@ -228,7 +229,8 @@ def _uid(pid: int) -> int:
 
 
 def test_a_module_patched_by_one_notebook_is_pristine_for_the_next(box):
-    run(box, "import numpy as np\nnp.allclose = lambda *a, **k: True\nimport autograder.inside.probe as p\np.check = None")
+    run(box, "import numpy as np\nnp.allclose = lambda *a, **k: True\n"
+             "import autograder.inside.probe as p\np.check = None")
     r = run(box, "import numpy as np, autograder.inside.probe as p\nprint(np.allclose(1, 2), callable(p.check))")
     assert text(r, 0) == "False True\n"
 
@@ -262,11 +264,11 @@ def test_the_sandbox_refuses_an_unknown_kind(box):
 
 
 def test_bwrap_missing_is_a_clear_error(monkeypatch):
-    import autograder.sandbox as sb
+    from autograder.sandbox import SandboxError, mounts
 
-    monkeypatch.setattr(sb.shutil, "which", lambda name: None)
-    with pytest.raises(sb.SandboxError, match="bubblewrap"):
-        sb.bwrap_args("numpy", FAST)
+    monkeypatch.setattr(mounts.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxError, match="bubblewrap"):
+        mounts.bwrap_args("numpy", FAST)
 
 
 def test_processes_helper_sees_a_sandbox_while_it_runs():
@@ -289,10 +291,10 @@ def test_processes_helper_sees_a_sandbox_while_it_runs():
 
 # ---------------------------------------------------------------- as a normal user
 def test_a_normal_user_gets_an_unprivileged_user_namespace_and_no_capabilities(monkeypatch):
-    import autograder.sandbox as sb
+    from autograder.sandbox import mounts, slots
 
-    monkeypatch.setattr(sb, "is_root", lambda: False)
-    args = sb.bwrap_args("numpy", FAST)
+    monkeypatch.setattr(slots, "is_root", lambda: False)
+    args = mounts.bwrap_args("numpy", FAST)
     assert "--unshare-user" in args and "--disable-userns" in args
     assert "--cap-add" not in args
     assert Sandbox(FAST).warm is False
@@ -310,10 +312,10 @@ def _system_python():
                     reason="needs root (to become another user) and a system Python of this version")
 def test_the_sandbox_works_for_a_normal_user(monkeypatch):
     """Run as `nobody`: an unprivileged user namespace gives the same isolation (no cgroups)."""
-    import autograder.sandbox as sb
+    from autograder.sandbox import mounts, slots
 
-    monkeypatch.setattr(sb, "is_root", lambda: False)
-    monkeypatch.setattr(sb, "python_paths", lambda: (_system_python(), [], ["/usr/lib/python3/dist-packages"]))
+    monkeypatch.setattr(slots, "is_root", lambda: False)
+    monkeypatch.setattr(mounts, "python_paths", lambda: (_system_python(), [], ["/usr/lib/python3/dist-packages"]))
     with Sandbox(FAST) as box:
         assert not box.warm and box.uid is None and not box.cgroup.active
         plain = box.argv
@@ -325,8 +327,8 @@ def test_the_sandbox_works_for_a_normal_user(monkeypatch):
                 "import os\nfor _ in range(10_000):\n    if os.fork() == 0:\n        import time; time.sleep(60)",
                 "bytearray(50 * 2**30)")
     assert text(r, 0) == "65534 2.0\n"
-    assert r.cells[1]["events"] == ["network"]
+    assert r.cells[1].events == ["network"]
     assert "FileNotFoundError" in text(r, 2)
-    assert r.cells[3]["events"] == ["process-limit"]
+    assert r.cells[3].events == ["process-limit"]
     assert text(r, 4).startswith("MemoryError")
     assert sandbox_processes() == []

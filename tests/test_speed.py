@@ -17,6 +17,7 @@ import pytest
 from grade_runs import run_grade
 from student_code import ROOT
 
+from autograder.inside.protocol import CellEnd
 from autograder.output import speed
 from autograder.sandbox import RunResult
 from autograder.synthetic import correct_notebook, wrong_notebook
@@ -41,7 +42,8 @@ def speed_class(tmp_path_factory, released):
     notebooks = {
         "alice": good,
         "bob": wrong_notebook(rel, "dx_missing_mean_path", "bn-torch"),
-        "carol": _subclass(good, "    def forward(self, x):\n        time.sleep(0.02)\n        return super().forward(x)\n"),
+        "carol": _subclass(good, "    def forward(self, x):\n        time.sleep(0.02)\n"
+                                 "        return super().forward(x)\n"),
         "dave": _subclass(good, "    def forward(self, x):\n        y = super().forward(x)\n"
                                 "        return y * 0 if x.shape[0] >= 4096 else y\n"),
     }
@@ -136,8 +138,8 @@ def test_rerunning_with_speed_is_a_no_op(speed_class, tmp_path):
 
 
 def _run(stdout: str, finished: bool = True) -> RunResult:
-    return RunResult(cells={0: {"outputs": []},
-                            1: {"outputs": [{"output_type": "stream", "name": "stdout", "text": stdout}]}},
+    return RunResult(cells={0: CellEnd(0, []),
+                            1: CellEnd(1, [{"output_type": "stream", "name": "stdout", "text": stdout}])},
                      started=True, finished=finished)
 
 

@@ -1,4 +1,4 @@
-"""bnlib.bench.student: a student's BatchNorm1d from a notebook or a module, checked, then timed."""
+"""bnlib.bench.student: a student's BatchNorm1d from a notebook or a module, checked, then timed by the harness."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from bnlib import bench
 from bnlib.bench import student
@@ -115,30 +116,33 @@ def test_notebook_source_keeps_definitions_and_drops_demos_tests_and_magics(corr
     assert "%matplotlib" not in source and "print(layer" not in source and "autograder" not in source
 
 
-def test_a_correct_student_kernel_is_checked_then_timed(correct_notebook):
-    speed = student.student_speed(correct_notebook, shape=(512, 16), min_run_time=0.01, rounds=1)
-    assert speed.correct and not speed.delegates, speed.message
-    assert speed.ratio > 0 and speed.seconds > 0 and speed.reference_seconds > 0
-    assert speed.cell() == f"{speed.ratio:.2f}×"
+def test_a_correct_student_kernel_is_checked_then_becomes_a_kernel(correct_notebook):
+    kernel = student.student_kernel(correct_notebook)
+    assert isinstance(kernel, bench.Kernel) and kernel.name == "student" and kernel.unavailable is None
+    assert kernel.description == "BatchNorm1d from correct.ipynb"
+    results = bench.run([bench.module_kernel(bench.REFERENCE, "", nn.BatchNorm1d), kernel], [(512, 16)],
+                        min_run_time=0.01, rounds=1)
+    assert all(r.seconds > 0 and r.ratio > 0 for r in results if r.kernel == "student")
 
 
 def test_a_wrong_running_variance_is_named_and_not_timed(tmp_path):
     notebook = write_notebook(tmp_path / "biased.ipynb", CORRECT, constant="RUNNING_VAR_CORRECTION = 0")
-    speed = student.student_speed(notebook, shape=(512, 16))
-    assert not speed.correct and speed.ratio is None and speed.cell() == "—"
-    assert "running_var differs from nn.BatchNorm1d's" in speed.message
+    with pytest.raises(student.StudentKernelError, match="does not match nn.BatchNorm1d") as e:
+        student.student_kernel(notebook)
+    assert "running_var differs from nn.BatchNorm1d's" in str(e.value)
+    assert "(16, 5), training: running_var" in str(e.value)  # named at the first step it goes wrong
 
 
 def test_a_kernel_that_calls_pytorchs_batch_norm_is_flagged(tmp_path):
     notebook = write_notebook(tmp_path / "delegates.ipynb", DELEGATING)
-    speed = student.student_speed(notebook, shape=(512, 16), min_run_time=0.01, rounds=1)
-    assert speed.correct and speed.delegates and speed.cell().endswith("(delegates)")
+    assert student.student_kernel(notebook).description.endswith("(calls PyTorch's own batch norm)")
+    assert not student.uses_torch_batch_norm(student.load_module_class(write_notebook(tmp_path / "ok.ipynb", CORRECT)))
 
 
 def test_a_syntax_error_names_the_cell(tmp_path):
     notebook = write_notebook(tmp_path / "broken.ipynb", "def forward(:\n    pass")
-    speed = student.student_speed(notebook)
-    assert not speed.correct and "broken.ipynb, cell 3 has a syntax error" in speed.message
+    with pytest.raises(student.StudentKernelError, match=r"broken.ipynb, cell 3 has a syntax error \(line 2\)"):
+        student.notebook_source(notebook)
 
 
 def test_a_missing_class_is_reported(tmp_path):
@@ -173,12 +177,7 @@ def test_the_solution_notebook_is_benchmarked_end_to_end(tmp_path, capsys):
         "--rounds", "1", "--min-run-time", "0.01", "--json", str(tmp_path / "solution.json"), "--no-plots",
     ])
     assert code == 0
-    rows = [r for r in json.loads((tmp_path / "solution.json").read_text())["results"] if r["kernel"] == "student"]
+    report = json.loads((tmp_path / "solution.json").read_text())
+    rows = [r for r in report["results"] if r["kernel"] == "student"]
     assert len(rows) == 4 and all(r["seconds"] > 0 and r["ratio"] > 0 for r in rows)
-    assert "BatchNorm1d from bn-torch.ipynb" in json.dumps(json.loads((tmp_path / "solution.json").read_text())["kernels"])
-
-
-def test_the_solution_notebook_gets_a_speed_cell():
-    speed = student.student_speed(SOLUTION, shape=(2048, 32), min_run_time=0.01, rounds=1)
-    assert speed.correct and not speed.delegates, speed.message
-    assert speed.cell().endswith("×") and speed.ratio > 0
+    assert "BatchNorm1d from bn-torch.ipynb" in json.dumps(report["kernels"])

@@ -205,13 +205,15 @@ def test_grading_an_lms_zip_grades_the_good_entries_and_reports_the_bad(tmp_path
     import nbformat
     from grade_runs import run_grade
 
-    from autograder.grading.store import SOLUTIONS
+    from autograder.paths import SOLUTIONS
     from autograder.synthetic import _read, correct_notebook
 
     a = "bn-numpy-forward"
     good = nbformat.writes(correct_notebook(_read(released[a]), _read(SOLUTIONS / a / f"{a}.ipynb"))).encode()
-    z = _zip(tmp_path / "class.zip", {f"doejane_1_2_{a}.ipynb": good, f"smithjo_3_4_{a}.ipynb": released[a].read_bytes(),
-                                      f"../escape_5_6_{a}.ipynb": good, f"link_7_8_{a}.ipynb": ("symlink", "/etc/passwd")})
+    z = _zip(tmp_path / "class.zip", {f"doejane_1_2_{a}.ipynb": good,
+                                      f"smithjo_3_4_{a}.ipynb": released[a].read_bytes(),
+                                      f"../escape_5_6_{a}.ipynb": good,
+                                      f"link_7_8_{a}.ipynb": ("symlink", "/etc/passwd")})
     run = run_grade([z, "--assignment", a, "--timeout", "10", "--no-progress"], tmp_path / "grades", tmp_path / "s")
     assert run.returncode == 0, run.stderr
     with open(tmp_path / "grades" / "grades.csv", newline="") as f:

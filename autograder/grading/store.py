@@ -26,6 +26,7 @@ with the fingerprint of the notebook it timed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,12 +36,14 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from traitlets.config import Config
+
 from autograder.course.spec import COURSE_ID
-from autograder.nbgrader_ext.release import tools_on_path
+from autograder.grading.jobs import Answer
+from autograder.nbgrader_ext.release import load_config, release, tools_on_path
 from autograder.paths import SOLUTIONS
 
-#: How each run may end (the CSV's `status` column).
-STATUSES = ("graded", "timeout", "crashed", "memory", "malformed", "missing")
+__all__ = ["GradingFolder", "Result", "known_assignments", "tree_sha256", "write_atomic"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bngrade_result (
@@ -79,7 +82,18 @@ def known_assignments(solutions: Path = SOLUTIONS) -> list[str]:
 
 @dataclass
 class Result:
-    """One row of `bngrade_result`: how grading one student's assignment ended."""
+    """One row of `bngrade_result`: how grading one student's assignment ended.
+
+    Attributes:
+        student_id, assignment, status, reason, score, max_score, mistakes, seconds: as in
+            the worker's :class:`~autograder.grading.jobs.Answer`.
+        parts: grade_id -> the part's result as JSON (the fields of
+            :class:`~autograder.grading.jobs.PartResult`).
+        sha256: the fingerprint of the notebook graded.
+        source_sha256: the fingerprint of the assignment's source it was graded against.
+        origin: where the notebook came from (a path, or a zip and its entry).
+        graded_at: when (the database's clock; set when the row is written).
+    """
 
     student_id: str
     assignment: str
@@ -87,16 +101,30 @@ class Result:
     reason: str = ""
     score: float = 0.0
     max_score: float = 0.0
-    parts: dict = field(default_factory=dict)     # grade_id -> {score, max_score, passed, message, mistake, title}
-    mistakes: list = field(default_factory=list)  # named mistakes found, in cell order
+    parts: dict = field(default_factory=dict)
+    mistakes: list = field(default_factory=list)
     sha256: str = ""
     source_sha256: str = ""
     origin: str = ""
     graded_at: str = ""
     seconds: float = 0.0
 
+    @classmethod
+    def from_answer(cls, answer: Answer, sha256: str, source_sha256: str, origin: str) -> Result:
+        """The row for a worker's (or the coordinator's) answer about one notebook."""
+        return cls(student_id=answer.student_id, assignment=answer.assignment, status=answer.status,
+                   reason=answer.reason, score=float(answer.score), max_score=float(answer.max_score),
+                   parts={gid: dataclasses.asdict(p) for gid, p in answer.parts.items()},
+                   mistakes=list(answer.mistakes), sha256=sha256, source_sha256=source_sha256, origin=origin,
+                   seconds=float(answer.seconds))
 
-class Course:
+
+#: The columns of `bngrade_result`, in the order of Result's fields; parts and mistakes are JSON.
+_COLUMNS = tuple(f.name for f in dataclasses.fields(Result))
+_JSON_COLUMNS = ("parts", "mistakes")
+
+
+class GradingFolder:
     """DIR as an nbgrader course directory (see the module docstring)."""
 
     def __init__(self, root: str | os.PathLike, solutions: Path = SOLUTIONS) -> None:
@@ -106,12 +134,8 @@ class Course:
         self.db_url = f"sqlite:///{self.db_path}"
 
     # -- nbgrader's side
-    def nbgrader_config(self):
+    def nbgrader_config(self) -> Config:
         """The traitlets Config nbgrader's classes need for this course directory."""
-        from traitlets.config import Config
-
-        from autograder.nbgrader_ext.release import load_config
-
         c = Config()
         c.merge(load_config())  # the course's nbgrader settings, shared with `release`
         # ... but this folder's layout: nbgrader's defaults, under DIR
@@ -152,8 +176,6 @@ class Course:
 
     def _generate(self, assignment: str) -> None:
         """nbgrader's generate_assignment into DIR/release, as ``python -m autograder release`` does."""
-        from autograder.nbgrader_ext.release import release
-
         release([assignment], output=self.root / "release", db_url=self.db_url)
 
     # -- our table
@@ -194,23 +216,35 @@ class Course:
             return {}
         with self.db() as db:
             db.executescript(_SCHEMA)
-            rows = db.execute("SELECT student_id, assignment, status, reason, score, max_score, parts, "
-                              "mistakes, sha256, source_sha256, origin, graded_at, seconds "
-                              "FROM bngrade_result").fetchall()
+            rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM bngrade_result").fetchall()
         out = {}
         for row in rows:
-            r = Result(*row[:6], json.loads(row[6]), json.loads(row[7]), *row[8:])
+            values = dict(zip(_COLUMNS, row, strict=True))
+            for name in _JSON_COLUMNS:
+                values[name] = json.loads(values[name])
+            r = Result(**values)
             out[(r.student_id, r.assignment)] = r
         return out
 
     def save_result(self, r: Result) -> None:
+        """Write (or replace) the row of `r`'s student and assignment; ``graded_at`` is now."""
+        values = dataclasses.asdict(r)
+        for name in _JSON_COLUMNS:
+            values[name] = json.dumps(values[name])
+        placeholders = ", ".join("CURRENT_TIMESTAMP" if c == "graded_at" else f":{c}" for c in _COLUMNS)
         with self.db() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO bngrade_result (student_id, assignment, status, reason, score, "
-                "max_score, parts, mistakes, sha256, source_sha256, origin, graded_at, seconds) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)",
-                (r.student_id, r.assignment, r.status, r.reason, r.score, r.max_score,
-                 json.dumps(r.parts), json.dumps(r.mistakes), r.sha256, r.source_sha256, r.origin, r.seconds))
+            db.execute(f"INSERT OR REPLACE INTO bngrade_result ({', '.join(_COLUMNS)}) VALUES ({placeholders})",
+                       values)
+
+    def students(self) -> list[str]:
+        """Every student nbgrader's gradebook knows (from earlier runs)."""
+        if not self.db_path.exists():
+            return []
+        try:
+            with self.db() as db:
+                return [r[0] for r in db.execute("SELECT id FROM student")]
+        except sqlite3.Error:
+            return []
 
     def speeds(self) -> dict[tuple[str, str], dict]:
         """(student, assignment) -> the ``--speed`` entry (:mod:`autograder.output.speed`) of the notebook graded."""

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
+from autograder.grading.jobs import Status
+
 #: The default regular expression for student ids in an LMS zip (see the module docstring).
 DEFAULT_ID_PATTERN = r"^(?P<student>[^_/]+)_"
 #: Notebooks larger than this are not read (malformed): a zip bomb, or not a homework.
@@ -118,7 +120,8 @@ def _read_limited(path: Path) -> tuple[bytes | None, str | None]:
     try:
         size = path.stat().st_size
         if size > MAX_NOTEBOOK_BYTES:
-            return None, f"{path.name} is {size / 2**20:.0f} MB: larger than the {MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may be"
+            return None, (f"{path.name} is {size / 2**20:.0f} MB: larger than the "
+                          f"{MAX_NOTEBOOK_BYTES // 2**20} MB a notebook may be")
         return path.read_bytes(), None
     except OSError as exc:
         return None, f"{path.name} could not be read: {exc.strerror}"
@@ -135,7 +138,7 @@ def _from_notebook(path: Path, assignments: list[str], assignment: str | None,
         student = path.resolve().parent.name if path.stem == assignment else path.stem
     data, problem = _read_limited(path)
     return Submission(sanitize_id(student), assignment, data, str(path),
-                      _mtime(path), "malformed" if problem else None, problem)
+                      _mtime(path), Status.MALFORMED if problem else None, problem)
 
 
 def _from_folders(root: Path, assignments: list[str], assignment: str | None) -> list[Submission]:
@@ -144,7 +147,8 @@ def _from_folders(root: Path, assignments: list[str], assignment: str | None) ->
     wanted = [assignment] if assignment else assignments
     students = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     if not students:
-        raise SubmissionsError(f"{root} holds no student folders (expected <student_id>/<assignment>/<assignment>.ipynb)")
+        raise SubmissionsError(f"{root} holds no student folders "
+                               "(expected <student_id>/<assignment>/<assignment>.ipynb)")
     found = {a for s in students if s.is_dir() for a in wanted if (s / a).exists()}
     if assignment is None:
         wanted = [a for a in wanted if a in found]
@@ -157,7 +161,7 @@ def _from_folders(root: Path, assignments: list[str], assignment: str | None) ->
         for a in wanted:
             nb = folder / a / f"{a}.ipynb"
             if folder.is_symlink() or (folder / a).is_symlink():
-                out.append(Submission(sid, a, origin=str(folder), status="malformed",
+                out.append(Submission(sid, a, origin=str(folder), status=Status.MALFORMED,
                                       problem="the submission folder is a symbolic link"))
             elif not folder.is_dir():
                 continue
@@ -165,11 +169,11 @@ def _from_folders(root: Path, assignments: list[str], assignment: str | None) ->
                 others = sorted(p.name for p in (folder / a).glob("*.ipynb")) if (folder / a).is_dir() else []
                 why = (f"no {a}.ipynb in the submission (found: {', '.join(others)})" if others
                        else f"no submission for {a}")
-                out.append(Submission(sid, a, origin=str(folder / a), status="missing", problem=why))
+                out.append(Submission(sid, a, origin=str(folder / a), status=Status.MISSING, problem=why))
             else:
                 data, problem = _read_limited(nb)
                 out.append(Submission(sid, a, data, str(nb), _timestamp(folder / a) or _mtime(nb),
-                                      "malformed" if problem else None, problem))
+                                      Status.MALFORMED if problem else None, problem))
     return out
 
 
@@ -219,27 +223,27 @@ def _zip_submission(archive: zipfile.ZipFile, sid: str, assignment: str,
                     entries: list[tuple[zipfile.ZipInfo, str | None]], path: Path) -> Submission:
     bad = [problem for _, problem in entries if problem]
     if bad:
-        return Submission(sid, assignment, origin=str(path), status="malformed", problem=bad[0])
+        return Submission(sid, assignment, origin=str(path), status=Status.MALFORMED, problem=bad[0])
     if len(entries) > 1:
         named = [e for e in entries if PurePosixPath(e[0].filename).name.endswith(f"{assignment}.ipynb")]
         if len(named) != 1:
             names = ", ".join(PurePosixPath(i.filename).name for i, _ in entries)
-            return Submission(sid, assignment, origin=str(path), status="malformed",
+            return Submission(sid, assignment, origin=str(path), status=Status.MALFORMED,
                               problem=f"several notebooks and none clearly the assignment's: {names}")
         entries = named
     info = entries[0][0]
     when = datetime(*info.date_time, tzinfo=timezone.utc) if info.date_time[0] >= 1980 else None
     if info.file_size > MAX_NOTEBOOK_BYTES:
-        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status="malformed",
+        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status=Status.MALFORMED,
                           problem=f"{info.filename} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
     try:
         with archive.open(info) as f:
             data = f.read(MAX_NOTEBOOK_BYTES + 1)
     except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status="malformed",
+        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status=Status.MALFORMED,
                           problem=f"zip entry {info.filename!r} could not be read: {exc}")
     if len(data) > MAX_NOTEBOOK_BYTES:
-        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status="malformed",
+        return Submission(sid, assignment, origin=f"{path}:{info.filename}", status=Status.MALFORMED,
                           problem=f"{info.filename} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB")
     return Submission(sid, assignment, data, f"{path}:{info.filename}", when)
 
@@ -249,7 +253,9 @@ def _timestamp(folder: Path) -> datetime | None:
     stamp = folder / "timestamp.txt"
     if stamp.is_file() and not stamp.is_symlink():
         try:
-            from nbgrader.utils import parse_utc
+            # nbgrader takes seconds to import: `python -m autograder grade --help` reads this module
+            from nbgrader.utils import parse_utc  # noqa: PLC0415
+
             return parse_utc(stamp.read_text()[:100].strip())
         except (ValueError, OSError, ImportError):
             return None

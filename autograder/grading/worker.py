@@ -1,10 +1,13 @@
 """Grading one notebook, start to finish, wherever it runs: a local process or a Dask worker.
 
 :func:`grade_notebook` is the one task the coordinator (:mod:`autograder.grading.coordinator`) hands out,
-to a local process pool by default or to a Dask cluster with ``--scheduler``: the same code
-either way. It needs no shared file system: the job carries the notebook's bytes and a copy
-of the gradebook's assignment tables, and the answer carries everything back (the judged
-notebook, the feedback page, the scores), so that only the coordinator writes the gradebook.
+to a local process pool by default or to a Dask cluster with ``--scheduler``
+(:mod:`autograder.grading.runners`): the same code either way. It needs no shared file system:
+the :class:`~autograder.grading.jobs.Job` carries the notebook's bytes, a copy of the gradebook's
+assignment tables comes with it, and the :class:`~autograder.grading.jobs.Answer` carries
+everything back (the judged notebook, the feedback page, the scores), so that only the
+coordinator writes the gradebook. The process's own state (its sandbox slots, its scratch
+files) is :mod:`autograder.grading.process`.
 
 For one notebook it:
 
@@ -17,200 +20,79 @@ For one notebook it:
    were, and a duplicated graded cell (which makes nbgrader 0.9.6 abort a whole assignment) is
    graded once; each of these goes into the reason;
 3. runs its code cells in a fresh sandbox (:mod:`autograder.sandbox`) in channel mode;
-4. asks :func:`autograder.judging.judge.verdict` about every graded test cell, from the record the
+4. asks :func:`autograder.judging.verdict` about every graded test cell, from the record the
    probe wrote (or None when the check never ran), and writes the verdict into that cell's
    outputs (nothing when it passed, an error with the judge's message when it failed);
 5. scores the cells with nbgrader's rule (``nbgrader.utils.determine_grade``), decides the
-   status (graded, timeout, crashed, memory, malformed) and its reason, and renders the
-   student's feedback page (:mod:`autograder.output.feedback`).
+   status (graded, timeout, crashed, memory, malformed) and its reason
+   (:mod:`autograder.grading.classify`), and renders the student's feedback page
+   (:mod:`autograder.output.feedback`);
+6. with ``--speed``, times a correct ``bn-torch`` notebook's layer (:mod:`autograder.output.speed`).
 """
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import json
-import os
-import signal
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+import nbformat
+from nbgrader.preprocessors import LimitOutput
+from nbgrader.utils import determine_grade
+from traitlets.config import Config
+from traitlets.utils.importstring import import_item
+
+from autograder.grading import process
+from autograder.grading.classify import cell_notes, classify, reason
+from autograder.grading.jobs import Answer, Job, Part, PartResult, Status
+from autograder.inside import scenarios
+from autograder import judging
 from autograder.notebook import is_test, student_source, title
+from autograder.output import feedback, speed
+from autograder.sandbox import RunResult, SandboxError
 
-#: Per thread: the sandbox slot this thread grades in.
-_local = threading.local()
-_sandboxes: list = []
-_lock = threading.RLock()
-_scratch: dict[str, str] = {}
+__all__ = ["grade_notebook", "ungraded_answer", "read_notebook", "DEFAULT_SANITIZE"]
 
-
-# ---------------------------------------------------------------- the worker process's state
-def _sandbox(limits):
-    from autograder.sandbox import Sandbox
-
-    box = getattr(_local, "sandbox", None)
-    if box is None or box.closed:
-        box = Sandbox(limits)
-        _local.sandbox = box
-        with _lock:
-            _sandboxes.append(box)
-    return box
+#: nbgrader's own sanitizing steps, for a course whose configuration does not name any.
+DEFAULT_SANITIZE = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
+                    "nbgrader.preprocessors.OverwriteKernelspec", "nbgrader.preprocessors.OverwriteCells",
+                    "nbgrader.preprocessors.CheckCellMetadata"]
+#: Output items of a cell kept from the sandbox, at most.
+_OUTPUT_ITEMS = 200
+#: Characters of an exception's first line quoted in a reason or a message.
+_ONE_LINE_CHARS = 300
 
 
-def shutdown() -> None:
-    """Release this process's sandbox slots (their cgroups, their user ids) and scratch files."""
-    with _lock:
-        while _sandboxes:
-            _sandboxes.pop().close()
-        for path in list(_scratch.values()):
-            if os.path.isdir(path):
-                import shutil
-
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        _scratch.clear()
-    _local.__dict__.clear()
-
-
-atexit.register(shutdown)
-
-
-def _private_caches() -> None:
-    """PyTorch's compiler caches (torch._dynamo is imported by the judge) go to a private folder."""
-    if "TORCHINDUCTOR_CACHE_DIR" in os.environ:
-        return
-    folder = os.environ.get("BNGRADE_SCRATCH") or None
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    path = tempfile.mkdtemp(prefix="bngrade-torch-cache-", dir=folder)
-    with _lock:
-        _scratch[path] = path
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
-    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(path, "triton"))
-
-
-def warm_up(kinds: list[str], limits: dict | None = None) -> None:
-    """Start this thread's warm runners for `kinds` and import what grading them needs, meanwhile."""
-    from autograder.sandbox import Limits
-
-    box = _sandbox(Limits(**(limits or {})))
-    for kind in kinds:
-        box.prestart(kind)
-    import nbformat  # noqa: F401
-    import nbgrader.preprocessors  # noqa: F401
-
-    from autograder.output import feedback  # noqa: F401
-    if "torch" in kinds:
-        import torch  # noqa: F401
-        import torch._dynamo  # noqa: F401 - torch imports it lazily on the first autograd call
-
-        import bnlib.torch  # noqa: F401
-
-
-def _terminate(*_) -> None:
-    """SIGTERM (the coordinator died, or stops the pool): release the sandboxes, then exit now.
-
-    A pool worker cannot wait for its queue to tell it to stop: it holds both ends of it.
-    """
-    try:
-        shutdown()
-    finally:
-        os._exit(143)
-
-
-def init_process(scratch: str | None = None, kinds: list[str] | None = None, limits: dict | None = None) -> None:
-    """Initializer of a local worker process: warm up; a clean exit (and cleanup) when told to stop."""
-    import multiprocessing.util
-
-    if scratch:
-        os.environ["BNGRADE_SCRATCH"] = scratch
-    multiprocessing.util.Finalize(None, shutdown, exitpriority=100)
-    signal.signal(signal.SIGTERM, _terminate)
-    try:  # die with the coordinator: PR_SET_PDEATHSIG, SIGTERM
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
-    if os.getppid() == 1:
-        sys.exit(143)
-    _private_caches()
-    if kinds:
-        warm_up(kinds, limits)
-
-
-def _gradebook_url(snapshot: bytes) -> str:
-    """A private copy of the coordinator's gradebook (assignment tables), one per content."""
-    digest = hashlib.sha256(snapshot).hexdigest()[:16]
-    with _lock:
-        path = _scratch.get(digest)
-        if path is None or not os.path.exists(path):
-            folder = os.environ.get("BNGRADE_SCRATCH") or tempfile.gettempdir()
-            os.makedirs(folder, exist_ok=True)
-            fd, path = tempfile.mkstemp(prefix=f"bngrade-gradebook-{digest}-", suffix=".db", dir=folder)
-            with os.fdopen(fd, "wb") as f:
-                f.write(snapshot)
-            _scratch[digest] = path
-    return f"sqlite:///{path}"
-
-
-# ---------------------------------------------------------------- the task
-def grade_notebook(job: dict) -> dict:
-    """Grade one notebook. `job` and the answer are plain data (see :mod:`autograder.grading.coordinator`).
+def grade_notebook(job: Job, gradebook: bytes) -> Answer:
+    """Grade one notebook, with `gradebook` (the coordinator's, as bytes) for nbgrader's cells.
 
     Never raises for anything a notebook can do; raises SandboxError when the grader's own
     machinery fails (then nothing is recorded and a rerun grades it again).
     """
     started = time.monotonic()
-    _private_caches()
-    answer = {"student_id": job["student_id"], "assignment": job["assignment"], "status": "graded",
-              "reason": "", "parts": {}, "mistakes": [], "notebook": None, "feedback": None,
-              "score": 0.0, "max_score": 0.0, "notes": []}
+    process.private_caches()
     try:
-        nb = _read(job["notebook"])
+        nb = read_notebook(job.notebook)
     except ValueError as exc:
-        answer.update(status="malformed", reason=str(exc))
-        return _finish(answer, job, None, started)
+        return _ungraded(job, Status.MALFORMED, str(exc), started)
     try:
-        nb, notes = _sanitize(nb, job)
+        nb, notes = _sanitize(nb, job, gradebook)
     except Exception as exc:  # noqa: BLE001 - nbgrader refused the notebook's metadata or structure
-        answer.update(status="malformed", reason=f"nbgrader could not read the notebook's grading metadata: "
-                                                 f"{_one_line(exc)}")
-        return _finish(answer, job, None, started)
-    answer["notes"] += notes
+        return _ungraded(job, Status.MALFORMED,
+                         f"nbgrader could not read the notebook's grading metadata: {_one_line(exc)}", started)
+    answer = Answer(job.student_id, job.assignment)
     run = _execute(nb, job)
     _judge(nb, run, job, answer)
-    _classify(nb, run, job, answer)
-    if job.get("speed") and job.get("kind") == "torch":
+    outcome = classify(run, job.limits)
+    answer.status, answer.reason = outcome.status, reason(outcome, notes + run.problems)
+    if job.speed and job.kind == "torch":
         _speed(nb, job, answer)
     return _finish(answer, job, nb, started)
 
 
-def _speed(nb, job, answer) -> None:
-    """``--speed``: time the student's BatchNorm1d in a second sandboxed run (:mod:`autograder.output.speed`)."""
-    import copy
-
-    from autograder.output import speed
-    from autograder.sandbox import Limits, SandboxError
-
-    try:
-        answer["speed"] = speed.time_submission(copy.deepcopy(nb), answer, job, _sandbox(Limits(**job.get("limits", {}))))
-    except SandboxError:
-        raise  # the grader's machinery: nothing is recorded, a rerun grades it again
-    except Exception as exc:  # noqa: BLE001 - an ungraded column never costs a grade
-        answer["speed"] = speed.not_timed(f"not timed: the grader could not time it ({_one_line(exc)})")
-
-
-def _read(data: bytes):
-    import nbformat
-
+def read_notebook(data: bytes) -> nbformat.NotebookNode:
+    """The notebook in `data`, checked against nbformat 4's shapes; ValueError says what is wrong."""
     if not data:
         raise ValueError("the file is empty, not a notebook")
     try:
@@ -243,7 +125,7 @@ def _read(data: bytes):
     return nb
 
 
-def _graded_ids(nb) -> list[str]:
+def _graded_ids(nb) -> list[str | None]:
     """The grade ids of the cells that have a grading role, in order (with repeats)."""
     out = []
     for cell in nb.cells:
@@ -253,59 +135,38 @@ def _graded_ids(nb) -> list[str]:
     return out
 
 
-#: nbgrader's own sanitizing steps, for a course whose configuration does not name any.
-DEFAULT_SANITIZE = ["nbgrader.preprocessors.ClearOutput", "nbgrader.preprocessors.DeduplicateIds",
-                    "nbgrader.preprocessors.OverwriteKernelspec", "nbgrader.preprocessors.OverwriteCells",
-                    "nbgrader.preprocessors.CheckCellMetadata"]
-
-
-def _sanitize(nb, job):
+def _sanitize(nb, job: Job, gradebook: bytes):
     """The course's ``Autograde.sanitize_preprocessors`` (nbgrader's, with the course's fixes for
     duplicated and deleted graded cells, :mod:`autograder.nbgrader_ext.preprocessors`), run with the
     gradebook's copy; returns (notebook, notes for the reason)."""
-    import nbformat
-    from traitlets.config import Config
-    from traitlets.utils.importstring import import_item
-
-    config = Config(job.get("nbgrader_config", {}))
+    config = Config(job.nbgrader_config)
     names = list(config.Autograde.get("sanitize_preprocessors", DEFAULT_SANITIZE))
-    resources = {"nbgrader": {"db_url": _gradebook_url(job["gradebook"]), "assignment": job["assignment"],
-                              "notebook": job["assignment"], "student": job["student_id"]}}
+    resources = {"nbgrader": {"db_url": process.gradebook_url(gradebook), "assignment": job.assignment,
+                              "notebook": job.assignment, "student": job.student_id}}
     before = _graded_ids(nb)
     for name in names:
         cls = import_item(name) if isinstance(name, str) else name
         nb, resources = cls(config=config).preprocess(nb, resources)
         nb = nbformat.from_dict(nb)  # cells put back arrive as plain dicts
-    after = set(_graded_ids(nb))
-    notes = [f"the cell {g!r} appears {before.count(g)} times; the last copy was graded"
-             for g in sorted({g for g in before if before.count(g) > 1})]
-    restored = [g for g in job.get("cell_order", sorted(after)) if g in after and g not in before]
-    if restored:
-        notes.append(f"graded cells missing from the notebook were put back: {', '.join(restored)}")
-    return nb, notes
+    return nb, cell_notes(before, _graded_ids(nb), job.cell_order)
 
 
-def _execute(nb, job):
-    from autograder.sandbox import Limits
-
-    limits = Limits(**job.get("limits", {}))
+def _execute(nb, job: Job) -> RunResult:
     cells = [{"index": i, "source": c.source} for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-    run = _sandbox(limits).run(cells, kind=job.get("kind", "numpy"), seed=int(job["seed"]), limits=limits)
+    run = process.sandbox(job.limits).run(cells, kind=job.kind, seed=job.seed, limits=job.limits)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         got = run.cells.get(index)
-        cell.outputs = _outputs(got["outputs"]) if got else []
-        cell.execution_count = got.get("count") if got else None
+        cell.outputs = _outputs(got.outputs) if got else []
+        cell.execution_count = got.count if got else None
     return run
 
 
 def _outputs(raw: list) -> list:
     """The notebook's own outputs, checked against nbformat's shapes (they came from the sandbox)."""
-    import nbformat
-
     out = []
-    for item in raw[:200]:
+    for item in raw[:_OUTPUT_ITEMS]:
         if not isinstance(item, dict):
             continue
         kind = item.get("output_type")
@@ -332,10 +193,8 @@ def _outputs(raw: list) -> list:
 
 
 # ---------------------------------------------------------------- verdicts
-def _record(run, check_id: str, folder: str):
+def _record(run: RunResult, check_id: str, folder: str):
     """The probe's record for `check_id`, or None when the check never wrote one."""
-    from autograder.inside import scenarios
-
     npz, meta = run.records.get(f"{check_id}.npz"), run.records.get(f"{check_id}.json")
     if npz is None or meta is None:
         return None
@@ -344,15 +203,9 @@ def _record(run, check_id: str, folder: str):
     return scenarios.Record.load(folder, check_id)
 
 
-def _judge(nb, run, job, answer) -> None:
-    from autograder import judging
-
+def _judge(nb, run: RunResult, job: Job, answer: Answer) -> None:
     source = student_source(nb)
-    seed = int(job["seed"])
-    folder = os.environ.get("BNGRADE_SCRATCH") or None
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bngrade-records-", dir=folder) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bngrade-records-", dir=process.scratch_folder()) as tmp:
         for index, cell in enumerate(nb.cells):
             if not is_test(cell):
                 continue
@@ -362,123 +215,65 @@ def _judge(nb, run, job, answer) -> None:
             except Exception:  # noqa: BLE001 - a forged or broken record is no record
                 record = None
             try:
-                verdict = judging.verdict(check_id, record, seed, source)
+                verdict = judging.verdict(check_id, record, job.seed, source)
                 passed, message = bool(verdict.passed), str(verdict.message or "")
                 mistake = getattr(verdict, "mistake", None)
             except Exception as exc:  # noqa: BLE001 - never let one record stop the grading
                 passed, mistake = False, None
                 message = f"The grader could not judge this check ({_one_line(exc)}); ask your instructor."
-            if passed:
-                cell.outputs = []
-            else:
-                cell.outputs = [_failure_output(message)]
-            answer["parts"][check_id] = {"title": title(cell.source), "passed": passed,
-                                         "message": "" if passed else message,
-                                         "mistake": mistake, "cell": index + 1}
+            cell.outputs = [] if passed else [_failure_output(message)]
+            answer.parts[check_id] = PartResult(title=title(cell.source), passed=passed,
+                                                message="" if passed else message, mistake=mistake, cell=index + 1)
             if mistake and not passed:
-                answer["mistakes"].append(str(mistake))
-    answer["notes"] += [p for p in run.problems]
+                answer.mistakes.append(str(mistake))
 
 
 def _failure_output(message: str):
-    import nbformat
-
     lines = message.strip().split("\n") or ["This check failed."]
     return nbformat.v4.new_output("error", ename="CheckFailed", evalue=lines[0], traceback=lines)
 
 
-# ---------------------------------------------------------------- status and reason
-def _classify(nb, run, job, answer) -> None:
-    limits = job.get("limits", {})
-    cell_timeout = limits.get("cell_timeout", 30)
-    memory = limits.get("memory", 3 * 2**30)
-    processes = limits.get("processes", 32)
-    where = f"cell {run.current_cell + 1}" if run.current_cell is not None else "the notebook"
-    events = run.events()
-    first = {}
-    for index, event in events:
-        first.setdefault(event, index + 1)
-    status, reason = "graded", ""
-    if run.killed_for == "cell-timeout":
-        status, reason = "timeout", (f"{where} ran for more than {cell_timeout:g} s and did not stop when "
-                                     "interrupted; the grader stopped the notebook there")
-    elif run.killed_for == "notebook-timeout":
-        status, reason = "timeout", (f"the notebook ran for more than {limits.get('notebook_timeout', 300):g} s "
-                                     f"in all; the grader stopped it in {where}")
-    elif run.killed_for in ("output", "protocol"):
-        status, reason = "crashed", (f"{where} flooded the grader with output (more than "
-                                     f"{limits.get('protocol', 256 * 2**20) / 2**20:.0f} MB); the grader stopped it")
-    elif run.oom_killed:
-        status, reason = "memory", (f"{where} used more than {memory / 2**30:.3g} GiB of memory and was killed")
-    elif not run.finished:
-        sig = run.exit_signal
-        if sig == signal.SIGSEGV:
-            status, reason = "crashed", (f"{where} crashed Python with a segmentation fault (ctypes or a C "
-                                         "extension read memory it may not); the cells after it did not run")
-        elif sig:
-            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-            status, reason = "crashed", f"{where} killed the notebook's process ({name}); the cells after it did not run"
-        else:
-            status, reason = "crashed", (f"{where} ended the notebook's process (os._exit or similar, exit code "
-                                         f"{run.exit_code}); the cells after it did not run")
-    elif "timeout" in first:
-        status, reason = "timeout", (f"cell {first['timeout']} ran for more than {cell_timeout:g} s and was "
-                                     "interrupted (an infinite loop?)")
-    elif "memory" in first:
-        status, reason = "memory", (f"cell {first['memory']} ran out of memory (MemoryError: the limit is "
-                                    f"{memory / 2**30:.3g} GiB)")
-    elif "process-limit" in first or run.pids_limited:
-        cell = first.get("process-limit")
-        status, reason = "crashed", (f"{f'cell {cell}' if cell else 'the notebook'} tried to start more than "
-                                     f"{processes} processes (a fork bomb?) and was refused")
-    notes = list(answer["notes"])
-    if "exit" in first:
-        notes.append(f"cell {first['exit']} called sys.exit(); the grader went on with the next cell")
-    files = [(i, e[5:]) for i, e in events if e.startswith("file:")]
-    if files:
-        notes.append(f"cell {files[0][0] + 1} tried to use {files[0][1]}, outside the notebook's own folder; "
-                     "the grader's sandbox has no such file and lets a notebook write only in its folder")
-    if "network" in first:
-        notes.append(f"cell {first['network']} tried to use the network; the grader has none")
-    truncated = [i + 1 for i, c in run.cells.items() for o in c["outputs"]
-                 if isinstance(o, dict) and "dropped by the grader" in str(o.get("text", ""))]
-    if truncated:
-        notes.append(f"cell {truncated[0]} printed too much; the grader kept the first "
-                     f"{limits.get('output', 100_000):,} characters")
-    answer["status"] = status
-    answer["reason"] = "; ".join([r for r in [reason] if r] + notes)
+# ---------------------------------------------------------------- speed, score, feedback
+def _speed(nb, job: Job, answer: Answer) -> None:
+    """``--speed``: time the student's BatchNorm1d in a second sandboxed run (:mod:`autograder.output.speed`)."""
+    try:
+        answer.speed = speed.time_submission(nb, answer, job, process.sandbox(job.limits))
+    except SandboxError:
+        raise  # the grader's machinery: nothing is recorded, a rerun grades it again
+    except Exception as exc:  # noqa: BLE001 - an ungraded column never costs a grade
+        answer.speed = speed.not_timed(f"not timed: the grader could not time it ({_one_line(exc)})")
 
 
-def _finish(answer, job, nb, started) -> dict:
-    import nbformat
-    from nbgrader.preprocessors import LimitOutput
-    from nbgrader.utils import determine_grade
-    from traitlets.config import Config
+def ungraded_answer(student_id: str, assignment: str, status: str, why: str, parts: dict[str, Part]) -> Answer:
+    """The answer, with its feedback page, for a submission that did not run: every part scores 0."""
+    answer = Answer.ungraded(student_id, assignment, status, why, parts)
+    answer.feedback = feedback.render(answer, None)
+    return answer
 
-    from autograder.output import feedback
 
-    if nb is not None:
-        nb, _ = LimitOutput(config=Config(job.get("nbgrader_config", {}))).preprocess(nb, {})
-        for cell in nb.cells:
-            meta = cell.get("metadata", {}).get("nbgrader", {})
-            if meta.get("grade"):
-                score, points = determine_grade(cell)
-                part = answer["parts"].setdefault(meta["grade_id"], {"title": title(cell.source), "passed": None,
-                                                                     "message": "", "mistake": None})
-                part.update(score=float(score or 0.0), max_score=float(points))
-        answer["score"] = sum(p.get("score", 0.0) for p in answer["parts"].values())
-        answer["max_score"] = sum(p.get("max_score", 0.0) for p in answer["parts"].values())
-        answer["notebook"] = nbformat.writes(nb)
-    else:
-        parts = job.get("parts", {})
-        answer["parts"] = {gid: {"title": title, "passed": False, "message": "", "mistake": None,
-                                 "score": 0.0, "max_score": float(points)} for gid, (title, points) in parts.items()}
-        answer["max_score"] = float(sum(points for _, points in parts.values()))
-    answer["seconds"] = round(time.monotonic() - started, 3)
-    answer["feedback"] = feedback.render(answer, nb)
+def _ungraded(job: Job, status: str, why: str, started: float) -> Answer:
+    answer = ungraded_answer(job.student_id, job.assignment, status, why, job.parts)
+    answer.seconds = round(time.monotonic() - started, 3)
+    return answer
+
+
+def _finish(answer: Answer, job: Job, nb, started: float) -> Answer:
+    """Score the judged notebook by nbgrader's rule, keep it, and render the feedback."""
+    nb, _ = LimitOutput(config=Config(job.nbgrader_config)).preprocess(nb, {})
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if meta.get("grade"):
+            score, points = determine_grade(cell)
+            part = answer.parts.setdefault(meta["grade_id"], PartResult(title=title(cell.source)))
+            part.score, part.max_score = float(score or 0.0), float(points)
+    answer.score = sum(p.score for p in answer.parts.values())
+    answer.max_score = sum(p.max_score for p in answer.parts.values())
+    answer.notebook = nbformat.writes(nb)
+    answer.seconds = round(time.monotonic() - started, 3)
+    answer.feedback = feedback.render(answer, nb)
     return answer
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().split("\n")[0] or type(exc).__name__
-    return text[:300]
+    return text[:_ONE_LINE_CHARS]

@@ -4,7 +4,8 @@ This module runs in the sandbox (see :mod:`autograder.sandbox`), next to the stu
 so it imports only the standard library and trusts nothing it sees afterwards. It replaces
 the Jupyter kernel nbgrader would start for each notebook: a plain Python process that
 
-1. reads one job (the code cells, the limits) as JSON from its standard input;
+1. reads one job (:class:`autograder.inside.protocol.JobMessage`: the code cells, the limits)
+   from its standard input;
 2. sets its resource limits, drops to the sandbox's unprivileged user when it starts as
    root, and sends its standard streams to ``/dev/null``;
 3. runs the cells in order in one namespace, like a kernel: ``print`` output and the value
@@ -13,8 +14,8 @@ the Jupyter kernel nbgrader would start for each notebook: a plain Python proces
    interrupted (``TimeoutError`` in its outputs);
 4. after each cell, forwards the records that :mod:`autograder.inside.probe` wrote into the
    channel folder (``$BNGRADE_CHANNEL``);
-5. reports all this as newline-delimited JSON messages on the protocol pipe (its original
-   standard output), then exits without running the student's ``atexit`` hooks.
+5. reports all this as the messages of :mod:`autograder.inside.protocol` on the protocol pipe
+   (its original standard output), then exits without running the student's ``atexit`` hooks.
 
 The trusted side reads those messages as untrusted data: a notebook can forge any of them,
 which gains it nothing, because scores come only from the judge's verdicts on the records,
@@ -28,28 +29,44 @@ ignored; any other magic or ``!shell`` line makes its cell fail with a message t
 from __future__ import annotations
 
 import ast
-import base64
 import builtins
 import ctypes
 import errno
 import io
-import json
 import linecache
 import os
 import re
 import resource
+import select
 import signal
 import sys
 import time
 import traceback
 
-#: Every message on the protocol pipe is one JSON object on one line with this key set.
-PROTOCOL = "bngrade/1"
+from autograder.inside import protocol
+from autograder.inside.protocol import JobMessage
 
 #: Magics that change nothing a grader needs: dropped.
 IGNORED_MAGICS = {"matplotlib", "load_ext", "reload_ext", "autoreload", "config", "precision"}
 #: Magics that time their code: the code runs (a few times for timeit).
 TIMING_MAGICS = {"time", "timeit"}
+#: How often ``%timeit`` runs its statement.
+TIMEIT_REPEATS = 3
+
+# What one output item keeps, within the cell's output limit: a value's repr, an exception's
+# name and message, the traceback's frames (as a kernel shows them) and lines.
+REPR_CHARS, ENAME_CHARS, EVALUE_CHARS = 20_000, 200, 4000
+TRACEBACK_FRAMES, TRACEBACK_LINES = 60, 200
+#: Words of the note that ends a cell's outputs when some were dropped (the grader looks for them).
+DROPPED_MARK = "dropped by the grader"
+#: The end of a setup failure's traceback that a warm runner's child reports.
+SETUP_ERROR_CHARS = 2000
+#: The notebook's working folder, and the private RAM disks every sandbox has (new ones for
+#: each notebook of a warm runner: :func:`fresh_sandbox`).
+SCRATCH = "/scratch"
+RAM_DISKS = ("/tmp", SCRATCH, "/dev/shm")
+#: Folders a notebook may use: a file error elsewhere is reported as an attempt outside them.
+OWN_FOLDERS = (f"{SCRATCH}/", "/dev/shm/", "/proc/self/")
 
 
 class CellTimeout(BaseException):
@@ -91,14 +108,14 @@ class CellOutputs:
         self.items.append(item)
 
     def error(self, ename: str, evalue: str, tb: list[str]) -> None:
-        tb = [self._room(line) for line in tb[-60:]]
-        self.items.append({"output_type": "error", "ename": self._room(ename)[:200],
-                           "evalue": self._room(evalue)[:4000], "traceback": tb})
+        tb = [self._room(line) for line in tb[-TRACEBACK_FRAMES:]]
+        self.items.append({"output_type": "error", "ename": self._room(ename)[:ENAME_CHARS],
+                           "evalue": self._room(evalue)[:EVALUE_CHARS], "traceback": tb})
 
     def finish(self) -> list[dict]:
         if self.dropped:
             self.items.append({"output_type": "stream", "name": "stdout",
-                               "text": f"\n[... {self.dropped:,} characters of output dropped by the grader ...]\n"})
+                               "text": f"\n[... {self.dropped:,} characters of output {DROPPED_MARK} ...]\n"})
         return self.items
 
 
@@ -161,7 +178,7 @@ def translate_ipython(source: str) -> str:
             stmt = m["rest"].strip()
             # drop %timeit's own options, e.g. `-n 10 -r 3`
             stmt = re.sub(r"^(-\w+\s+(\d+\s+)?)*", "", stmt)
-            repeats = 3 if name == "timeit" else 1
+            repeats = TIMEIT_REPEATS if name == "timeit" else 1
             out.append(f"{m['indent']}__bngrade_time__({stmt!r}, globals(), locals(), {repeats})")
         else:
             raise UnsupportedSyntax(f"the magic %{name} is not available in the grader: remove it")
@@ -192,14 +209,11 @@ def _is_expression(stmt: str) -> bool:
 class Kernel:
     """One notebook's namespace and the machinery to run its cells in order."""
 
-    def __init__(self, job: dict, proto_fd: int) -> None:
+    def __init__(self, job: JobMessage, proto_fd: int) -> None:
         self.job = job
         self.proto_fd = proto_fd
         self.pid = os.getpid()
-        self.timeout = float(job.get("cell_timeout", 30))
-        self.output_limit = int(job.get("output_limit", 100_000))
-        self.channel = job.get("channel") or os.environ.get("BNGRADE_CHANNEL", "")
-        self.record_limit = int(job.get("record_limit", 32 * 2**20))
+        self.timeout = job.cell_timeout
         self.records_sent: dict[str, tuple] = {}
         self.record_bytes = 0
         self.namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -211,18 +225,10 @@ class Kernel:
         builtins.__bngrade_time__ = _time_statement  # type: ignore[attr-defined]
 
     # -- the protocol
-    def send(self, message: dict) -> None:
+    def send(self, message: protocol.Message) -> None:
         if os.getpid() != self.pid:  # a process the notebook forked never speaks for it
             os._exit(0)
-        message["p"] = PROTOCOL
-        data = (json.dumps(message, ensure_ascii=True) + "\n").encode()
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.proto_fd, view)
-            except InterruptedError:
-                continue
-            view = view[written:]
+        _write_all(self.proto_fd, protocol.encode(message))
 
     def _display(self, *objects, **_kwargs) -> None:
         outputs = self.stdout.outputs
@@ -240,11 +246,11 @@ class Kernel:
     def run_cell(self, index: int, source: str) -> None:
         self.count += 1
         filename = f"<cell {index}>"
-        outputs = CellOutputs(self.output_limit)
+        outputs = CellOutputs(self.job.output)
         events: list[str] = []
         self.stdout.outputs = self.stderr.outputs = outputs
         sys.stdout, sys.stderr = self.stdout, self.stderr
-        self.send({"t": "start", "i": index})
+        self.send(protocol.CellStart(index))
         started = time.monotonic()
         try:
             body, last = self._compile(source, filename)
@@ -262,7 +268,7 @@ class Kernel:
                 self.armed = False
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except CellTimeout:
-            events.append("timeout")
+            events.append(protocol.TIMEOUT)
             outputs.error("TimeoutError", f"this cell ran for more than {self.timeout:g} s and was "
                           "interrupted by the grader (an infinite loop, or far too much work?)", [])
         except UnsupportedSyntax as exc:
@@ -276,8 +282,7 @@ class Kernel:
             self.stdout.outputs = self.stderr.outputs = None
         if os.getpid() != self.pid:
             os._exit(0)
-        self.send({"t": "end", "i": index, "outputs": outputs.finish(), "events": events,
-                   "secs": round(time.monotonic() - started, 4), "count": self.count})
+        self.send(protocol.CellEnd(index, outputs.finish(), events, round(time.monotonic() - started, 4), self.count))
         self.send_records()
 
     def _compile(self, source: str, filename: str):
@@ -292,14 +297,15 @@ class Kernel:
 
     # -- the probe's records
     def send_records(self) -> None:
-        if not self.channel or not os.path.isdir(self.channel):
+        channel, limit = self.job.channel, self.job.record
+        if not channel or not os.path.isdir(channel):
             return
         try:
-            names = sorted(os.listdir(self.channel))[:200]
+            names = sorted(os.listdir(channel))[:self.job.channel_files]
         except OSError:
             return
         for name in names:
-            path = os.path.join(self.channel, name)
+            path = os.path.join(channel, name)
             try:
                 st = os.stat(path)
             except OSError:
@@ -308,34 +314,33 @@ class Kernel:
             if self.records_sent.get(name) == stamp or not os.path.isfile(path):
                 continue
             self.records_sent[name] = stamp
-            if st.st_size > self.record_limit or self.record_bytes + st.st_size > 4 * self.record_limit:
-                self.send({"t": "record-too-large", "name": name, "size": st.st_size})
+            if st.st_size > limit or self.record_bytes + st.st_size > self.job.records:
+                self.send(protocol.RecordTooLarge(name, st.st_size))
                 continue
             try:
                 with open(path, "rb") as f:
-                    data = f.read(self.record_limit + 1)
+                    data = f.read(limit + 1)
             except OSError:
                 continue
             self.record_bytes += len(data)
-            self.send({"t": "record", "name": name, "data": base64.b64encode(data).decode()})
+            self.send(protocol.RecordFile(name, data))
 
 
 def _classify(exc: BaseException) -> list[str]:
-    """Name what an exception says about the run, for the grader's status and reason."""
+    """Name what an exception says about the run (:data:`autograder.inside.protocol.EVENTS`)."""
     if isinstance(exc, MemoryError):
-        return ["memory"]
+        return [protocol.MEMORY]
     if isinstance(exc, SystemExit):
-        return ["exit"]
+        return [protocol.SYSTEM_EXIT]
     if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and "fork" in "".join(
             traceback.format_tb(exc.__traceback__)):
-        return ["process-limit"]
+        return [protocol.PROCESS_LIMIT]
     filename = getattr(exc, "filename", None) if isinstance(exc, OSError) else None
-    if isinstance(filename, str) and filename.startswith("/") and not filename.startswith(
-            ("/scratch/", "/dev/shm/", "/proc/self/")):
-        return [f"file:{filename[:200]}"]
+    if isinstance(filename, str) and filename.startswith("/") and not filename.startswith(OWN_FOLDERS):
+        return [protocol.file_event(filename[:200])]
     if type(exc).__name__ == "gaierror" or (
             isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH)):
-        return ["network"]
+        return [protocol.NETWORK]
     return []
 
 
@@ -353,7 +358,7 @@ def _safe_repr(value) -> str:
         raise
     except BaseException as exc:  # noqa: BLE001
         text = f"<repr failed: {type(exc).__name__}>"
-    return text if len(text) <= 20_000 else text[:20_000] + " ..."
+    return text if len(text) <= REPR_CHARS else text[:REPR_CHARS] + " ..."
 
 
 def _format_traceback(exc: BaseException, filename: str) -> list[str]:
@@ -363,13 +368,13 @@ def _format_traceback(exc: BaseException, filename: str) -> list[str]:
         while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
             tb = tb.tb_next
         lines = traceback.format_exception(type(exc), exc, tb)
-        return "".join(lines).rstrip("\n").split("\n")[-200:]
+        return "".join(lines).rstrip("\n").split("\n")[-TRACEBACK_LINES:]
     except BaseException:  # noqa: BLE001
         return [f"{type(exc).__name__}: {_safe_str(exc)}"]
 
 
 # ---------------------------------------------------------------- the process around it
-def apply_limits(limits: dict) -> None:
+def apply_limits(limits: dict[str, int]) -> None:
     """Set this process's resource limits (inherited by anything it forks)."""
     names = {"memory": resource.RLIMIT_AS, "processes": resource.RLIMIT_NPROC,
              "file_size": resource.RLIMIT_FSIZE, "open_files": resource.RLIMIT_NOFILE,
@@ -406,22 +411,34 @@ def isolate_streams() -> int:
     return proto
 
 
-def run_job(job: dict, proto_fd: int) -> None:
+def run_job(job: JobMessage, proto_fd: int) -> None:
     """Run every code cell of `job` and report them on `proto_fd`; never returns."""
-    os.environ["BNGRADE_CHANNEL"] = job.get("channel", "")
-    os.environ["BNGRADE_SEED"] = str(job.get("seed", ""))
-    if job.get("channel"):
-        os.makedirs(job["channel"], exist_ok=True)
-    os.chdir(job.get("cwd", "/tmp"))
+    os.environ[protocol.CHANNEL_ENV] = job.channel
+    os.environ[protocol.SEED_ENV] = str(job.seed)
+    if job.channel:
+        os.makedirs(job.channel, exist_ok=True)
+    os.chdir(job.cwd)
     kernel = Kernel(job, proto_fd)
-    kernel.send({"t": "ready", "pid": os.getpid(), "uid": os.getuid()})
-    for cell in job["cells"]:
-        kernel.run_cell(int(cell["index"]), str(cell["source"]))
-    kernel.send({"t": "done"})
+    kernel.send(protocol.Ready(os.getpid(), os.getuid()))
+    for cell in job.cells:
+        kernel.run_cell(cell["index"], cell["source"])
+    kernel.send(protocol.Done())
     os._exit(0)
 
 
-def read_job(fd: int = 0, limit: int = 64 * 2**20) -> dict:
+def parse_job(data: bytes) -> JobMessage:
+    """The job in `data`; SystemExit (before any student code) when it is not one."""
+    try:
+        job = protocol.decode(data, protocol.GRADER_MESSAGES)
+    except protocol.ProtocolError as exc:
+        raise SystemExit(f"the job is not a protocol message: {exc}") from None
+    if not isinstance(job, JobMessage):
+        raise SystemExit("the job is not a job message")
+    return job
+
+
+def read_job(fd: int = 0) -> JobMessage:
+    """The job on `fd`, read to its end (at most :data:`autograder.inside.protocol.MAX_JOB` bytes)."""
     chunks, size = [], 0
     while True:
         chunk = os.read(fd, 1 << 20)
@@ -429,9 +446,19 @@ def read_job(fd: int = 0, limit: int = 64 * 2**20) -> dict:
             break
         chunks.append(chunk)
         size += len(chunk)
-        if size > limit:
+        if size > protocol.MAX_JOB:
             raise SystemExit("job too large")
-    return json.loads(b"".join(chunks))
+    return parse_job(b"".join(chunks))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except InterruptedError:
+            continue
+        view = view[written:]
 
 
 # ---------------------------------------------------------------- the warm runner (fork server)
@@ -469,30 +496,30 @@ def fresh_sandbox(disk: int) -> None:
         _, status = os.waitpid(pid, 0)
         os._exit(128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status) & 0x7F)
     _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
-    for path in (b"/tmp", b"/scratch", b"/dev/shm"):
+    for path in RAM_DISKS:
         options = f"size={disk},mode=1777".encode()
-        _check(libc.mount(b"tmpfs", path, b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount tmpfs {path!r}")
+        _check(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount tmpfs {path}")
     _check(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV, None), "mount proc")
 
 
 def _frame(fd: int, kind: bytes, payload: bytes) -> None:
-    """Warm runner -> grader: `kind` (b'C' notebook bytes, b'Z' the runner's own message), length, payload.
+    """Warm runner -> grader: one frame (:func:`autograder.inside.protocol.encode_frame`)."""
+    _write_all(fd, protocol.encode_frame(kind, payload))
 
-    A notebook's bytes travel only inside b'C' frames, so it cannot forge the runner's messages.
-    """
-    data = kind + len(payload).to_bytes(4, "big") + payload
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+
+def _say(fd: int, message: protocol.Message) -> None:
+    """The warm runner's own message, in a runner frame (a notebook cannot forge one)."""
+    _frame(fd, protocol.RUNNER, protocol.encode(message))
 
 
 def zygote(preload: list[str]) -> None:
     """The warm runner: import the heavy modules once, then fork a fresh sandbox per notebook.
 
     Runs as root inside a bubblewrap sandbox that has no student data; it never runs student
-    code itself. Each job (one JSON line on stdin) is run by a child in new namespaces
-    (:func:`fresh_sandbox`) that drops to the slot's user, like a fresh bubblewrap sandbox, but
-    with NumPy (and PyTorch) already imported. A line ``{"t": "kill"}`` kills the running job.
+    code itself. Each job (a :class:`~autograder.inside.protocol.JobMessage` line on stdin) is
+    run by a child in new namespaces (:func:`fresh_sandbox`) that drops to the slot's user, like
+    a fresh bubblewrap sandbox, but with NumPy (and PyTorch) already imported. A
+    :class:`~autograder.inside.protocol.Kill` line kills the running job.
     """
     out = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
@@ -500,7 +527,7 @@ def zygote(preload: list[str]) -> None:
     os.dup2(devnull, 2)
     for name in preload:
         __import__(name)
-    _frame(out, b"Z", json.dumps({"t": "ready", "preloaded": preload}).encode())
+    _say(out, protocol.RunnerReady(list(preload)))
     stdin = os.fdopen(0, "rb", buffering=0)
     pending = b""
     while True:
@@ -508,10 +535,10 @@ def zygote(preload: list[str]) -> None:
         if line is None:
             os._exit(0)
         try:
-            job = json.loads(line)
-        except ValueError:
+            job = protocol.decode(line, protocol.GRADER_MESSAGES)
+        except protocol.ProtocolError:
             continue
-        if job.get("t") != "job":
+        if not isinstance(job, JobMessage):
             continue
         r, w = os.pipe()
         pid = os.fork()
@@ -520,14 +547,13 @@ def zygote(preload: list[str]) -> None:
                 os.close(r)
                 os.close(out)
                 os.dup2(devnull, 0)
-                fresh_sandbox(int(job.get("disk", 64 * 2**20)))
-                apply_limits(job.get("limits", {}))
-                drop_privileges(job.get("uid"))
+                fresh_sandbox(job.disk)
+                apply_limits(job.rlimits)
+                drop_privileges(job.uid)
                 # after the change of user, which clears it: die with the intermediate process
                 _libc().prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
             except BaseException:  # noqa: BLE001 - no student code has run: report and stop
-                os.write(w, json.dumps({"t": "setup-failed", "error": traceback.format_exc()[-2000:],
-                                        "p": PROTOCOL}).encode() + b"\n")
+                os.write(w, protocol.encode(protocol.SetupFailed(traceback.format_exc()[-SETUP_ERROR_CHARS:])))
                 os._exit(70)
             run_job(job, w)
         os.close(w)
@@ -546,16 +572,13 @@ def _read_line(stdin, pending: bytes):
 
 def _serve(out: int, r: int, pid: int, stdin, pending: bytes) -> bytes:
     """Forward one job's messages; kill it when the grader asks; report how it ended."""
-    import select
-
-    _frame(out, b"Z", json.dumps({"t": "started"}).encode())
     open_r = True
     while open_r:
         ready, _, _ = select.select([r, stdin], [], [])
         if r in ready:
-            chunk = os.read(r, 1 << 20)
+            chunk = os.read(r, protocol.MAX_FRAME)
             if chunk:
-                _frame(out, b"C", chunk)
+                _frame(out, protocol.CHILD, chunk)
             else:
                 open_r = False
         if stdin in ready:
@@ -563,16 +586,22 @@ def _serve(out: int, r: int, pid: int, stdin, pending: bytes) -> bytes:
             if not chunk:
                 os.kill(pid, signal.SIGKILL)
                 os._exit(0)
-            pending += chunk
-            if b'"kill"' in pending:
+            lines, pending = protocol.split_lines(pending + chunk)
+            if any(_is_kill(line) for line in lines):
                 os.kill(pid, signal.SIGTERM)  # the intermediate kills the notebook's PID 1
-                pending = pending[pending.rfind(b"\n") + 1:] if b"\n" in pending else b""
     os.close(r)
     _, status = os.waitpid(pid, 0)
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-    _frame(out, b"C", b"\n")  # ends a line the notebook may have left half written
-    _frame(out, b"Z", json.dumps({"t": "exit", "code": code}).encode())
+    _frame(out, protocol.CHILD, b"\n")  # ends a line the notebook may have left half written
+    _say(out, protocol.Exit(code))
     return pending
+
+
+def _is_kill(line: bytes) -> bool:
+    try:
+        return isinstance(protocol.decode(line, protocol.GRADER_MESSAGES), protocol.Kill)
+    except protocol.ProtocolError:
+        return False
 
 
 def main() -> None:
@@ -581,8 +610,8 @@ def main() -> None:
     try:
         job = read_job(0)
         proto = isolate_streams()
-        apply_limits(job.get("limits", {}))
-        drop_privileges(job.get("uid"))
+        apply_limits(job.rlimits)
+        drop_privileges(job.uid)
         os.close(errors)
     except BaseException:  # noqa: BLE001 - no student code has run yet: report and stop
         os.write(errors, traceback.format_exc().encode())

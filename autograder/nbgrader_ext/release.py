@@ -22,13 +22,16 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import nbformat
+import yaml
+from nbgrader.apps import NbGraderAPI
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
 from autograder.course.spec import ASSIGNMENTS, CHAPTERS
 from autograder.paths import NBGRADER_CONFIG, REPO_DIR
 
-__all__ = ["ASSIGNMENTS", "ROOT", "CONFIG", "load_config", "tools_on_path", "release", "book_url", "rewrite_book_links", "ReleaseError"]
-
-ROOT = REPO_DIR
-CONFIG = NBGRADER_CONFIG
+__all__ = ["load_config", "tools_on_path", "release", "book_url", "rewrite_book_links", "ReleaseError"]
 
 # What must never reach a student.
 _LEAKS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "autograder.inside.probe")
@@ -52,22 +55,18 @@ def tools_on_path() -> None:
         os.environ["PATH"] = bindir + (os.pathsep + path if path else "")
 
 
-def load_config(path: str | os.PathLike = CONFIG):
+def load_config(path: str | os.PathLike = NBGRADER_CONFIG) -> Config:
     """The course's nbgrader configuration (a traitlets ``Config``)."""
-    from traitlets.config.loader import PyFileConfigLoader
-
     path = Path(path).resolve()
     return PyFileConfigLoader(path.name, path=str(path.parent)).load_config()
 
 
-def book_url(root: str | os.PathLike = ROOT) -> str:
+def book_url(root: str | os.PathLike = REPO_DIR) -> str:
     """The book's public URL: ``$BN_BOOK_URL``, else ``html.baseurl`` in ``_config.yml``, else ``""``."""
     url = os.environ.get("BN_BOOK_URL", "")
     if not url:
         config = Path(root) / "_config.yml"
         if config.exists():
-            import yaml
-
             data = yaml.safe_load(config.read_text()) or {}
             url = str(((data.get("html") or {}).get("baseurl")) or "")
     return url.rstrip("/")
@@ -89,7 +88,7 @@ def rewrite_book_links(text: str, url: str) -> str:
 def release(
     assignments: Iterable[str] | None = None,
     *,
-    root: str | os.PathLike = ROOT,
+    root: str | os.PathLike = REPO_DIR,
     output: str | os.PathLike | None = None,
     db_url: str | None = None,
     url: str | None = None,
@@ -110,9 +109,6 @@ def release(
         ReleaseError: nbgrader failed, or a released notebook contains a solution or a hidden test.
         ValueError: for an unknown assignment.
     """
-    import nbformat
-    from nbgrader.apps import NbGraderAPI
-
     names = tuple(assignments) if assignments else ASSIGNMENTS
     unknown = [a for a in names if a not in ASSIGNMENTS]
     if unknown:

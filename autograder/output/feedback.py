@@ -12,18 +12,24 @@ from __future__ import annotations
 import html
 import re
 
+import mistune
+
+from autograder.grading.jobs import Answer, PartResult, Status
 from autograder.notebook import is_test
+
+__all__ = ["render", "released_source", "STATUS_TEXT"]
 
 HIDDEN_BEGIN, HIDDEN_END = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
+#: What each status says to the student.
 STATUS_TEXT = {
-    "graded": "graded",
-    "timeout": "stopped: ran out of time",
-    "crashed": "stopped: the notebook crashed",
-    "memory": "stopped: out of memory",
-    "malformed": "not graded: the file is not a usable notebook",
-    "missing": "not graded: no submission",
+    Status.GRADED: "graded",
+    Status.TIMEOUT: "stopped: ran out of time",
+    Status.CRASHED: "stopped: the notebook crashed",
+    Status.MEMORY: "stopped: out of memory",
+    Status.MALFORMED: "not graded: the file is not a usable notebook",
+    Status.MISSING: "not graded: no submission",
 }
 
 CSS = """
@@ -32,11 +38,13 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; max-widt
 h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2rem; }
 .meta { color: #555; } .score { font-size: 1.3rem; font-weight: 600; }
 .reason { background: #fff6e0; border-left: 4px solid #e0a000; padding: .5rem .8rem; margin: 1rem 0; }
-table { border-collapse: collapse; width: 100%; } td, th { border-bottom: 1px solid #ddd; padding: .4rem; vertical-align: top; text-align: left; }
+table { border-collapse: collapse; width: 100%; }
+td, th { border-bottom: 1px solid #ddd; padding: .4rem; vertical-align: top; text-align: left; }
 .pass { color: #137333; font-weight: 600; } .fail { color: #b3261e; font-weight: 600; }
 .cell { margin: 1rem 0; } .md { padding: 0 .5rem; }
 pre { background: #f6f8fa; padding: .6rem; overflow-x: auto; white-space: pre-wrap; margin: .2rem 0; font-size: 13px; }
-pre.out { background: #fff; border-left: 3px solid #ccc; } pre.err { background: #fdecea; border-left: 3px solid #b3261e; }
+pre.out { background: #fff; border-left: 3px solid #ccc; }
+pre.err { background: #fdecea; border-left: 3px solid #b3261e; }
 .verdict { background: #fdecea; border-left: 4px solid #b3261e; padding: .5rem .8rem; white-space: pre-wrap; }
 .ok { background: #e6f4ea; border-left: 4px solid #137333; padding: .3rem .8rem; }
 .label { font-size: 12px; color: #777; }
@@ -60,8 +68,6 @@ def released_source(source: str) -> str:
 
 def _markdown(text: str) -> str:
     try:
-        import mistune
-
         return mistune.create_markdown(escape=True)(text)
     except Exception:  # noqa: BLE001 - an odd markdown file still gets its text shown
         return f"<pre>{html.escape(text)}</pre>"
@@ -81,7 +87,7 @@ def _output(out) -> str:
     return ""
 
 
-def _cells(nb, parts: dict) -> str:
+def _cells(nb, parts: dict[str, PartResult]) -> str:
     chunks = []
     for index, cell in enumerate(nb.cells):
         kind = cell.get("cell_type")
@@ -93,15 +99,15 @@ def _cells(nb, parts: dict) -> str:
         label = f'<div class="label">cell {index + 1}</div>'
         if is_test(cell):
             gid = cell.metadata.nbgrader.get("grade_id", "")
-            part = parts.get(gid, {})
+            part = parts.get(gid) or PartResult()
             src = released_source(str(cell.source))
             body = f"<pre>{html.escape(src)}</pre>" if src else ""
-            if part.get("passed"):
-                verdict = f'<div class="ok">✓ passed ({_pts(part.get("score"))} / {_pts(part.get("max_score"))} points)</div>'
+            if part.passed:
+                verdict = f'<div class="ok">✓ passed ({_pts(part.score)} / {_pts(part.max_score)} points)</div>'
             else:
-                msg = part.get("message") or "This check did not pass."
-                verdict = (f'<div class="verdict"><strong>✗ {_pts(part.get("score", 0))} / '
-                           f'{_pts(part.get("max_score"))} points.</strong> {html.escape(msg)}</div>')
+                msg = part.message or "This check did not pass."
+                verdict = (f'<div class="verdict"><strong>✗ {_pts(part.score)} / '
+                           f'{_pts(part.max_score)} points.</strong> {html.escape(msg)}</div>')
             chunks.append(f'<div class="cell" id="{html.escape(gid)}">{label}{body}{verdict}</div>')
         else:
             outs = "".join(_output(o) for o in cell.get("outputs", []))
@@ -127,34 +133,33 @@ def _speed(entry: dict | None) -> str:
             "(lower is faster). The last chapter of the book shows how to make it faster.</p>")
 
 
-def render(answer: dict, nb=None) -> str:
-    """The feedback page for one graded (or ungraded) submission. `answer` as from the worker."""
-    student, assignment = html.escape(answer["student_id"]), html.escape(answer["assignment"])
-    status = answer.get("status", "graded")
-    parts = answer.get("parts", {})
+def render(answer: Answer, nb=None) -> str:
+    """The feedback page for one graded (or ungraded: `nb` None) submission."""
+    student, assignment = html.escape(answer.student_id), html.escape(answer.assignment)
+    status = answer.status
+    parts = answer.parts
     rows = []
     for gid, part in parts.items():
-        passed = part.get("passed")
-        mark = '<span class="pass">✓</span>' if passed else '<span class="fail">✗</span>'
-        msg = "" if passed else html.escape(part.get("message") or ("not graded" if status in ("malformed", "missing")
-                                                                    else "did not pass"))
-        link = f'<a href="#{html.escape(gid)}">{html.escape(part.get("title") or gid)}</a>' if nb is not None \
-            else html.escape(part.get("title") or gid)
+        mark = '<span class="pass">✓</span>' if part.passed else '<span class="fail">✗</span>'
+        ungraded = status in (Status.MALFORMED, Status.MISSING)
+        msg = "" if part.passed else html.escape(part.message or ("not graded" if ungraded else "did not pass"))
+        name = html.escape(part.title or gid)
+        link = f'<a href="#{html.escape(gid)}">{name}</a>' if nb is not None else name
         rows.append(f"<tr><td>{mark}</td><td>{link}<br><code>{html.escape(gid)}</code></td>"
-                    f"<td>{_pts(part.get('score'))} / {_pts(part.get('max_score'))}</td>"
+                    f"<td>{_pts(part.score)} / {_pts(part.max_score)}</td>"
                     f"<td style='white-space: pre-wrap'>{msg}</td></tr>")
-    reason = answer.get("reason") or ""
+    reason = answer.reason
     reason_html = f'<div class="reason">{html.escape(reason)}</div>' if reason else ""
     table = ("<table><tr><th></th><th>What is checked</th><th>Points</th><th>Feedback</th></tr>"
              + "".join(rows) + "</table>") if rows else "<p>No graded parts.</p>"
     notebook = (f"<h2>Your notebook, as graded</h2>{_cells(nb, parts)}" if nb is not None else "")
-    table += _speed(answer.get("speed"))
+    table += _speed(answer.speed)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Feedback: {assignment} ({student})</title>
 <style>{CSS}</style></head><body>
 <h1>Feedback on {assignment}</h1>
 <p class="meta">Student: <strong>{student}</strong> · Status: {html.escape(STATUS_TEXT.get(status, status))}</p>
-<p class="score">Score: {_pts(answer.get('score'))} / {_pts(answer.get('max_score'))}</p>
+<p class="score">Score: {_pts(answer.score)} / {_pts(answer.max_score)}</p>
 {reason_html}
 <h2>Parts</h2>
 {table}

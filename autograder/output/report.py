@@ -29,22 +29,26 @@ import io
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from autograder.grading.store import STATUSES, Course, Result, write_atomic
+from matplotlib.figure import Figure
+from nbgrader.api import Gradebook
+
+from autograder.grading.jobs import STATUSES, Status
+from autograder.grading.store import GradingFolder, write_atomic
 from autograder.output import speed
+
+__all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "gradebook_scores", "CSV_FIELDS", "SPEED_FIELD"]
 
 CSV_FIELDS = ["student_id", "assignment", "score", "max_score", "status", "reason"]
 #: The ungraded column ``grade --speed`` adds: forward+backward time over nn.BatchNorm1d's.
 SPEED_FIELD = "speed_vs_nn"
 
 
-def gradebook_scores(course: Course) -> dict[tuple[str, str], dict[str, float]]:
+def gradebook_scores(course: GradingFolder) -> dict[tuple[str, str], dict[str, float]]:
     """(student, assignment) -> {grade_id: points} as nbgrader counts them.
 
     nbgrader's own rule (its ``Grade.score``: a grader's ``manual_score`` overrides the
     ``auto_score``), plus any extra credit, read through its API.
     """
-    from nbgrader.api import Gradebook
-
     out: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     with Gradebook(course.db_url) as gb:
         for assignment in gb.assignments:
@@ -56,7 +60,7 @@ def gradebook_scores(course: Course) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def rows(course: Course) -> tuple[list[dict], list[str]]:
+def rows(course: GradingFolder) -> tuple[list[dict], list[str]]:
     """The CSV's rows (sorted by assignment, then student) and its part columns.
 
     With ``--speed`` measurements in the folder, the last column is ``speed_vs_nn``.
@@ -71,7 +75,7 @@ def rows(course: Course) -> tuple[list[dict], list[str]]:
             if gid not in part_names:
                 part_names.append(gid)
         from_gradebook = scores.get((student, assignment), {})
-        parts = {gid: from_gradebook.get(gid, p.get("score", 0.0)) if r.status not in ("missing",) else 0.0
+        parts = {gid: from_gradebook.get(gid, p.get("score", 0.0)) if r.status != Status.MISSING else 0.0
                  for gid, p in r.parts.items()}
         out.append({"student_id": student, "assignment": assignment,
                     "score": _num(sum(parts.values())), "max_score": _num(r.max_score),
@@ -87,7 +91,7 @@ def _num(x: float) -> str:
     return f"{float(x):g}"
 
 
-def write_csv(course: Course) -> Path:
+def write_csv(course: GradingFolder) -> Path:
     table, parts = rows(course)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS + parts, restval="", lineterminator="\n")
@@ -99,21 +103,17 @@ def write_csv(course: Course) -> Path:
 
 
 # ---------------------------------------------------------------- the HTML report
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
+def _png(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return f'<img alt="" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
 def _score_histogram(assignment: str, table: list[dict]) -> str:
-    import matplotlib.pyplot as plt
-
     scores = [float(r["score"]) for r in table]
     top = max(float(r["max_score"]) for r in table) or 1.0
-    fig, ax = plt.subplots(figsize=(6.5, 2.6))
+    fig = Figure(figsize=(6.5, 2.6))
+    ax = fig.subplots()
     ax.hist(scores, bins=min(20, max(5, int(top) + 1)), range=(0, top), color="#3b6ea8", edgecolor="white")
     ax.set_xlabel(f"score (out of {top:g})")
     ax.set_ylabel("students")
@@ -122,8 +122,6 @@ def _score_histogram(assignment: str, table: list[dict]) -> str:
 
 
 def _parts_chart(assignment: str, table: list[dict], parts: list[str], maxima: dict[str, float]) -> str:
-    import matplotlib.pyplot as plt
-
     full, partial, zero = [], [], []
     for gid in parts:
         values = [float(r[gid]) for r in table if r.get(gid, "") != ""]
@@ -132,11 +130,12 @@ def _parts_chart(assignment: str, table: list[dict], parts: list[str], maxima: d
         full.append(sum(v >= top for v in values) / n)
         zero.append(sum(v <= 0 for v in values) / n)
         partial.append(1 - full[-1] - zero[-1])
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(parts) + 1.2))
+    fig = Figure(figsize=(6.5, 0.35 * len(parts) + 1.2))
+    ax = fig.subplots()
     y = range(len(parts))
     ax.barh(y, full, color="#2e7d32", label="full points")
     ax.barh(y, partial, left=full, color="#f9a825", label="partial")
-    ax.barh(y, zero, left=[f + p for f, p in zip(full, partial)], color="#c62828", label="0 points")
+    ax.barh(y, zero, left=[f + p for f, p in zip(full, partial, strict=True)], color="#c62828", label="0 points")
     ax.set_yticks(list(y), parts)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
@@ -147,10 +146,9 @@ def _parts_chart(assignment: str, table: list[dict], parts: list[str], maxima: d
 
 
 def _mistakes_chart(counter: Counter) -> str:
-    import matplotlib.pyplot as plt
-
     common = counter.most_common(12)
-    fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(common) + 1.2))
+    fig = Figure(figsize=(6.5, 0.35 * len(common) + 1.2))
+    ax = fig.subplots()
     ax.barh(range(len(common)), [c for _, c in common], color="#8e44ad")
     ax.set_yticks(range(len(common)), [m for m, _ in common])
     ax.invert_yaxis()
@@ -159,10 +157,7 @@ def _mistakes_chart(counter: Counter) -> str:
     return _png(fig)
 
 
-def write_html(course: Course) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def write_html(course: GradingFolder) -> Path:
     table, parts = rows(course)
     parts = [p for p in parts if p != SPEED_FIELD]
     results = course.results()
@@ -173,13 +168,13 @@ def write_html(course: Course) -> Path:
     status_rows = []
     for assignment, group in sorted(by_assignment.items()):
         counts = Counter(r["status"] for r in group)
-        handed_in = [r for r in group if r["status"] != "missing"] or group
+        handed_in = [r for r in group if r["status"] != Status.MISSING] or group
         scores = [float(r["score"]) for r in handed_in]
         top = max(float(r["max_score"]) for r in group)
         status_rows.append(f"<tr><td>{html.escape(assignment)}</td><td>{len(group)}</td>"
                            + "".join(f"<td>{counts.get(s, 0)}</td>" for s in STATUSES)
                            + f"<td>{sum(scores) / len(scores):.2f} / {top:g}</td></tr>")
-        graded = [r for r in group if r["status"] not in ("missing", "malformed")] or group
+        graded = [r for r in group if r["status"] not in (Status.MISSING, Status.MALFORMED)] or group
         mine = [p for p in parts if any(r.get(p, "") != "" for r in group)]
         maxima = {}
         for r in (results[(x["student_id"], assignment)] for x in group):
@@ -208,12 +203,13 @@ def write_html(course: Course) -> Path:
                          "<th>first seen in</th><th>what students were told</th></tr>" + mistake_rows + "</table>")
     else:
         mistakes_html = "<p>No named mistake was found.</p>"
-    trouble = [r for r in table if r["status"] != "graded" or r["reason"]]
+    trouble = [r for r in table if r["status"] != Status.GRADED or r["reason"]]
     trouble_html = ("<table><tr><th>student</th><th>assignment</th><th>status</th><th>score</th><th>reason</th></tr>"
                     + "".join(f"<tr><td>{html.escape(r['student_id'])}</td><td>{html.escape(r['assignment'])}</td>"
                               f"<td>{html.escape(r['status'])}</td><td>{r['score']} / {r['max_score']}</td>"
                               f"<td>{html.escape(r['reason'])}</td></tr>" for r in trouble)
                     + "</table>") if trouble else "<p>Every submission ran cleanly.</p>"
+    status_heads = "".join(f"<th>{s}</th>" for s in STATUSES)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Grading report</title>
 <style>
@@ -224,7 +220,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
 <h1>Grading report</h1>
 <p>{len(table)} submissions in <code>{html.escape(str(course.root))}</code>. Scores come from the gradebook
 (a grader's manual score overrides the autograder's).</p>
-<table><tr><th>assignment</th><th>students</th>{''.join(f'<th>{s}</th>' for s in STATUSES)}<th>mean score (handed in)</th></tr>
+<table><tr><th>assignment</th><th>students</th>{status_heads}<th>mean score (handed in)</th></tr>
 {''.join(status_rows)}</table>
 {''.join(sections)}
 {_speed_html(course)}
@@ -239,7 +235,7 @@ text-align: left; vertical-align: top; }} img {{ max-width: 100%; display: block
     return path
 
 
-def _speed_html(course: Course) -> str:
+def _speed_html(course: GradingFolder) -> str:
     """The class speed table (``grade --speed``), fastest first; empty without measurements."""
     entries = course.speeds()
     if not entries:
@@ -262,14 +258,14 @@ def _speed_html(course: Course) -> str:
             f"<th>time</th><th>note</th></tr>{body}</table>")
 
 
-def write_all(course: Course) -> tuple[Path, Path]:
+def write_all(course: GradingFolder) -> tuple[Path, Path]:
     """Rewrite grades.csv and report.html from the gradebook."""
     return write_csv(course), write_html(course)
 
 
 def rebuild(directory: str) -> tuple[Path, Path]:
     """``python -m autograder report DIR``."""
-    course = Course(directory)
+    course = GradingFolder(directory)
     if not course.db_path.exists():
         raise FileNotFoundError(f"{course.db_path} does not exist: is {directory} a folder made by "
                                 "`python -m autograder grade`?")
@@ -277,5 +273,3 @@ def rebuild(directory: str) -> tuple[Path, Path]:
         raise ValueError(f"{course.db_path} holds no graded submission yet")
     return write_all(course)
 
-
-__all__ = ["write_all", "write_csv", "write_html", "rebuild", "rows", "Result"]

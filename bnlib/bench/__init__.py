@@ -1,10 +1,22 @@
 """The benchmark harness: every batch-norm kernel against ``torch.nn.BatchNorm1d``, side by side.
 
-See :mod:`bnlib.bench.core` for how the timing works; ``python -m bnlib.bench`` runs it.
+One module per concern, each importing only those before it:
+
+- :mod:`bnlib.bench.core`: what a measurement is (:class:`Kernel`, :class:`Result`, the timing
+  rounds :func:`run`, the roofline's :func:`bytes_moved` and :func:`copy_bandwidth`, the
+  machine, the shapes);
+- :mod:`bnlib.bench.kernels`: the course's implementations as kernels (:func:`builtin_kernels`,
+  :func:`module_kernel`);
+- :mod:`bnlib.bench.student`: a student's ``BatchNorm1d``, loaded and checked, for ``--student``;
+- :mod:`bnlib.bench.report`: the JSON-ready report, its table and its plots;
+- :mod:`bnlib.bench.__main__`: the command line, ``python -m bnlib.bench`` (:func:`main`).
+
+The names below are the harness's API, the same from whichever module they come.
 """
 
+from typing import Any
+
 from bnlib.bench.core import (
-    AXES,
     FULL_SHAPES,
     GOAL_SHAPE,
     MODES,
@@ -12,19 +24,27 @@ from bnlib.bench.core import (
     REFERENCE,
     Kernel,
     Result,
-    benchmark_report,
-    builtin_kernels,
     bytes_moved,
     copy_bandwidth,
-    draw,
-    format_table,
     machine_info,
-    main,
-    module_kernel,
-    plot,
     run,
 )
+from bnlib.bench.kernels import builtin_kernels, module_kernel
+from bnlib.bench.report import AXES, benchmark_report, draw, format_table, plot
 
 __all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "MODES", "QUICK_SHAPES", "REFERENCE", "Kernel", "Result",
            "benchmark_report", "builtin_kernels", "bytes_moved", "copy_bandwidth", "draw", "format_table",
            "machine_info", "main", "module_kernel", "plot", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``bnlib.bench.main``, the command line, imported from ``__main__`` when first asked for.
+
+    Importing it here eagerly would put ``bnlib.bench.__main__`` in ``sys.modules`` before
+    ``python -m bnlib.bench`` runs it, and Python warns about that.
+    """
+    if name == "main":
+        from bnlib.bench.__main__ import main  # noqa: PLC0415 - see the docstring: python -m would warn
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,15 +1,15 @@
-r"""A student's ``BatchNorm1d``, from a notebook or a module: loaded, checked against PyTorch's, timed.
+r"""A student's ``BatchNorm1d``, from a notebook or a module: loaded, then checked against PyTorch's.
 
 The ``bn-torch`` assignment asks for a drop-in ``nn.BatchNorm1d``. This module finds it in a
 notebook (the definitions of its code cells, without its demonstrations and tests) or in a
 Python file, checks that it computes what ``torch.nn.BatchNorm1d`` computes (outputs,
 gradients, running statistics) on inputs that tell right from wrong, and only then hands it
-to :mod:`bnlib.bench` to be timed side by side with ``nn.BatchNorm1d``.
+to the harness as a :class:`bnlib.bench.core.Kernel`, to be timed side by side with
+``nn.BatchNorm1d``.
 
-``python -m bnlib.bench --student bn-torch.ipynb`` uses :func:`student_kernel`; the
-autograder's speed column uses :func:`student_speed`, which never raises for the student's
-code. Both *run* the student's code in this process: call them where that code may run
-(the autograder does so in its sandbox).
+``python -m bnlib.bench --student bn-torch.ipynb`` uses :func:`student_kernel`, which *runs*
+the student's code in this process: call it where that code may run. (The autograder times
+a class itself, in its sandbox; it reads notebooks with :func:`notebook_source`.)
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ import importlib.util
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from bnlib.bench import core as bench
+from bnlib.bench.core import Kernel
+from bnlib.bench.kernels import module_kernel
 
 __all__ = [
     "StudentKernelError",
@@ -36,11 +37,7 @@ __all__ = [
     "check_against_torch",
     "uses_torch_batch_norm",
     "student_kernel",
-    "StudentSpeed",
-    "student_speed",
 ]
-
-
 
 
 class StudentKernelError(Exception):
@@ -184,12 +181,14 @@ def check_against_torch(make: Callable[[int], nn.Module], dtype: torch.dtype = t
                         raise
                     return problems + [f"{shape}, step {step + 1}: it raised {type(e).__name__}: {e}"]
                 out.update(y=y.detach(), dx=grads[0], dgamma=grads[1], dbeta=grads[2])
-                out.update(running_mean=layer.running_mean.detach().clone(), running_var=layer.running_var.detach().clone())
+                out.update(running_mean=layer.running_mean.detach().clone(),
+                           running_var=layer.running_var.detach().clone())
             mode = "training" if training else "evaluation"
             for key in want:
                 w, g = want[key], got[key]
                 if g is None or tuple(g.shape) != tuple(w.shape):
-                    problems.append(f"{shape}, {mode}: {key} has shape {None if g is None else tuple(g.shape)}, expected {tuple(w.shape)}")
+                    got_shape = None if g is None else tuple(g.shape)
+                    problems.append(f"{shape}, {mode}: {key} has shape {got_shape}, expected {tuple(w.shape)}")
                     continue
                 scale = float(w.abs().max()) + 1.0
                 err = float((g.to(w.dtype) - w).abs().max())
@@ -200,7 +199,6 @@ def check_against_torch(make: Callable[[int], nn.Module], dtype: torch.dtype = t
 
 def uses_torch_batch_norm(make: Callable[[int], nn.Module]) -> bool:
     """Whether a training step of ``make(C)`` runs one of PyTorch's own batch-norm operators."""
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     class Spy(TorchDispatchMode):
         seen = False
@@ -218,8 +216,8 @@ def uses_torch_batch_norm(make: Callable[[int], nn.Module]) -> bool:
     return Spy.seen
 
 
-def student_kernel(path: str | os.PathLike, class_name: str = "BatchNorm1d", name: str = "student") -> bench.Kernel:
-    """A :class:`bnlib.bench.Kernel` from a student's ``BatchNorm1d``, after checking it matches PyTorch's.
+def student_kernel(path: str | os.PathLike, class_name: str = "BatchNorm1d", name: str = "student") -> Kernel:
+    """A :class:`bnlib.bench.core.Kernel` from a student's ``BatchNorm1d``, after checking it matches PyTorch's.
 
     Raises:
         StudentKernelError: it cannot be loaded, or does not match ``nn.BatchNorm1d``
@@ -235,89 +233,4 @@ def student_kernel(path: str | os.PathLike, class_name: str = "BatchNorm1d", nam
     description = f"{class_name} from {Path(path).name}"
     if uses_torch_batch_norm(cls):
         description += " (calls PyTorch's own batch norm)"
-    return bench.module_kernel(name, description, cls)
-
-
-@dataclass
-class StudentSpeed:
-    """One student's speed, for an (ungraded) column of the instructor's report.
-
-    ``ratio`` is the student's forward+backward time over ``nn.BatchNorm1d``'s, measured
-    side by side (lower is faster; ``None`` when not measured, with the reason in
-    ``message``). ``delegates`` flags a kernel that calls PyTorch's own batch norm.
-    """
-
-    ratio: float | None
-    forward_ratio: float | None
-    seconds: float | None
-    reference_seconds: float | None
-    shape: tuple[int, ...]
-    correct: bool
-    delegates: bool
-    message: str
-
-    def cell(self) -> str:
-        """The report's cell: ``"1.35×"``, ``"1.35× (delegates)"`` or ``"—"``."""
-        if self.ratio is None:
-            return "—"
-        return f"{self.ratio:.2f}×" + (" (delegates)" if self.delegates else "")
-
-
-def student_speed(
-    path: str | os.PathLike,
-    *,
-    shape: Sequence[int] = (16384, 256),
-    class_name: str = "BatchNorm1d",
-    min_run_time: float = 0.3,
-    rounds: int = 2,
-    threads: int | None = None,
-) -> StudentSpeed:
-    """Time a student's ``BatchNorm1d`` against ``nn.BatchNorm1d`` at one shape; never raises for their code.
-
-    Loads the class from a notebook or a ``.py`` file (:func:`load_module_class`; this runs
-    the student's code, so call it where their code may run, e.g. inside the grading
-    sandbox), checks it against ``nn.BatchNorm1d`` (:func:`check_against_torch`), and
-    times both with :func:`bnlib.bench.run`, float32 on the CPU.
-
-    Args:
-        path: the notebook or module.
-        shape: the batch. Default: ``(16384, 256)`` (a second or two per student)
-        class_name: Default: ``"BatchNorm1d"``
-        min_run_time: seconds per measurement. Default: 0.3
-        rounds: alternations between the two. Default: 2
-        threads: torch threads. Default: all
-
-    Returns:
-        A :class:`StudentSpeed`; ``cell()`` formats it for a table.
-    """
-    shape = tuple(shape)
-    none = dict(ratio=None, forward_ratio=None, seconds=None, reference_seconds=None, shape=shape)
-    try:
-        cls = load_module_class(path, class_name)
-        problems = check_against_torch(cls)
-        if problems:
-            return StudentSpeed(**none, correct=False, delegates=False, message="; ".join(problems[:3]))
-        delegates = uses_torch_batch_norm(cls)
-    except StudentKernelError as e:
-        return StudentSpeed(**none, correct=False, delegates=False, message=str(e))
-    except Exception as e:  # anything else their code does
-        return StudentSpeed(**none, correct=False, delegates=False, message=f"{type(e).__name__}: {e}")
-    kernels = [bench.module_kernel(bench.REFERENCE, "", nn.BatchNorm1d), bench.module_kernel("student", "", cls)]
-    try:
-        results = bench.run(kernels, [shape], min_run_time=min_run_time, rounds=rounds, threads=threads)
-    except Exception as e:
-        return StudentSpeed(**none, correct=True, delegates=delegates, message=f"timing raised {type(e).__name__}: {e}")
-    by = {(r.kernel, r.mode): r for r in results}
-    mine, ref = by[("student", "forward+backward")], by[(bench.REFERENCE, "forward+backward")]
-    if mine.error:
-        return StudentSpeed(**none, correct=True, delegates=delegates, message=mine.error)
-    return StudentSpeed(
-        ratio=mine.ratio,
-        forward_ratio=by[("student", "forward")].ratio,
-        seconds=mine.seconds,
-        reference_seconds=ref.seconds,
-        shape=shape,
-        correct=True,
-        delegates=delegates,
-        message="calls PyTorch's own batch norm" if delegates else "",
-    )
+    return module_kernel(name, description, cls)
