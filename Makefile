@@ -21,7 +21,7 @@ SYSTEM_PACKAGES := bubblewrap chromium
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := all
-.PHONY: all test setup python system mathjax release book book-bench gpu-check publish publish-site clean constraints
+.PHONY: all test setup python system mathjax release book book-bench results gpu-check publish publish-site clean constraints
 
 all: setup release book
 
@@ -76,6 +76,14 @@ book: python mathjax
 	@mkdir -p _build/tmp
 	TMPDIR=$(CURDIR)/_build/tmp BN_EDITION=$(EDITION) BN_EXECUTION_CACHE=$(CURDIR)/_build/.jupyter_cache \
 	  $(BIN)/jupyter-book build -W --keep-going --path-output $(BOOK_OUTPUT_$(EDITION)) .
+
+# The book's multi-seed experiments, stored in book/results/*.json with a fingerprint of the
+# code that made them (tests/test_committed_results.py fails when that code changes and the
+# results are not made again). About half an hour of one core; JOBS=2 (the default) uses two.
+JOBS ?= 2
+EXPERIMENTS := learning_rates label_noise eval_statistics forgot_train
+results: python
+	cd book && for experiment in $(EXPERIMENTS); do ../$(PY) -m support.$$experiment --jobs $(JOBS) || exit 1; done
 
 # Build times of the book: from scratch, then unchanged (tests/bench_book.py; prints ratios).
 book-bench: python mathjax release

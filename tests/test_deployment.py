@@ -32,9 +32,9 @@ def test_a_busy_machine_is_said_so(monkeypatch):
 
 
 def test_models_in_training_mode_are_refused():
-    from support.experiments import seed_model
+    from support.experiments import digits_mlp
 
-    model = seed_model()
+    model = digits_mlp()
     with pytest.raises(ValueError, match="evaluation mode"):
         deployment.time_side_by_side(model, model, torch.rand(4, 784))
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 import bnlib.torch as bnt
-from support.experiments import load_digits, seed_model
+from support.experiments import digits_mlp, load_digits
 
 #: constructors of the batch norms that fold, by name: (C, the input's number of dimensions, options)
 BATCH_NORMS = {
@@ -147,7 +147,7 @@ def digits():
 
 def test_folded_digits_network_makes_the_same_predictions(digits):
     """784-300-100-10 with three batch norms (each before a linear layer) folds into three linear layers."""
-    model = seed_model().double()
+    model = digits_mlp().double()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     x, y = digits.x_train.double(), digits.y_train
     for start in range(0, 640, 64):  # ten steps: running statistics and gamma, beta move away from 0, 1

@@ -43,7 +43,7 @@ from torch import nn
 import bnlib.torch as bnt
 from support import results
 from support.distributed import run_processes
-from support.experiments import Digits, evaluate, evaluating, load_digits, seed_model
+from support.experiments import Digits, digits_mlp, evaluate, evaluating, load_digits
 
 __all__ = ["MODES", "Setup", "train", "agreement", "accuracy_experiment", "load_accuracy",
            "accuracy_over_seeds", "CACHE", "SOURCES", "main"]
@@ -58,7 +58,7 @@ SOURCES = (
     "support.data_parallel:Setup", "support.data_parallel:train", "support.data_parallel:_average_gradients",
     "support.data_parallel:_accuracy_worker", "support.data_parallel:accuracy_experiment",
     "support.distributed",
-    "support.experiments:load_digits", "support.experiments:seed_model", "support.experiments:evaluate",
+    "support.experiments:load_digits", "support.experiments:digits_mlp", "support.experiments:evaluate",
     "support.experiments:evaluating",
     "bnlib.torch:Moments", "bnlib.torch:_all_gather_moments", "bnlib.torch:SyncBatchNormFunction",
     "bnlib.torch:SyncBatchNorm", "bnlib.torch:convert_sync_batchnorm", "bnlib.torch:BatchNorm1d",
@@ -103,7 +103,7 @@ def train(setup: Setup, mode: str, data: Digits, rank: int = 0, world_size: int 
     if setup.batch_size % world_size:
         raise ValueError(f"batch_size {setup.batch_size} does not split into {world_size} equal slices")
     dtype = getattr(torch, setup.dtype)
-    model = seed_model(seed=setup.seed).to(dtype)
+    model = digits_mlp(seed=setup.seed).to(dtype)
     if mode == "SyncBN":
         model = bnt.convert_sync_batchnorm(model)
     x_train, x_test = data.x_train.to(dtype), data.x_test.to(dtype)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import bnlib.torch as bnt
-from support.experiments import seed_model
+from support.experiments import digits_mlp
 
 __all__ = ["Timing", "time_side_by_side", "benchmark", "format_table", "main"]
 
@@ -105,7 +105,7 @@ def benchmark(model: nn.Module | None = None, batches: Sequence[int] = (1, 1000)
     torch.set_num_threads(threads)
     try:
         if model is None:
-            model = seed_model()
+            model = digits_mlp()
             with torch.no_grad():
                 model(torch.rand(256, 784) * 255)  # running statistics away from 0 and 1
         model = model.eval()

