@@ -110,7 +110,7 @@ SEED_FACTS: list[Fact] = [
          "book/standardization", "z-score", ("mini-batches", "neural networks")),
     # -- the seed's model
     Fact("the example model: BatchNorm1d(784) for input normalization, then Linear/ReLU/BatchNorm1d blocks",
-         "book/idea", "seed-model", ("nn.BatchNorm1d(784)", "nn.Linear(784, 300), nn.ReLU(), nn.BatchNorm1d(300)",
+         "book/idea", "digits-network", ("nn.BatchNorm1d(784)", "nn.Linear(784, 300), nn.ReLU(), nn.BatchNorm1d(300)",
                                      "nn.Linear(300, 100), nn.ReLU(), nn.BatchNorm1d(100)", "nn.Linear(100, 10)")),
     # -- train() and eval()
     Fact("BN behaves differently during training and during evaluation",
