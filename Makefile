@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs (see README.md):
 #   make        set up, release the student notebooks, build the book (the student edition;
 #               make book EDITION=instructor builds the instructor edition)
-#   make test   set up, run the whole test suite (what CI runs: .ci/run)
+#   make test   set up, lint (ruff), run the whole test suite (what CI runs: .ci/run)
 #   make gpu-check   on a CUDA machine: the cuda tests, Triton and a student layer against
 #               nn.BatchNorm1d, the benchmark at the goal shapes (tests/gpu_check.py; < 5 min)
 #   make publish   build, then push the site to the gh-pages branch (README.md, "Publishing")
@@ -26,6 +26,7 @@ PYTEST_ARGS ?=
 all: setup release book
 
 test: setup
+	$(BIN)/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup: python system mathjax

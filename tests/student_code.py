@@ -42,7 +42,8 @@ def solution_sources(assignment: str, cell_type: str = "code") -> dict[str, str]
     for cell in solution_notebook(assignment).cells:
         meta = _nbgrader(cell)
         if meta.get("solution") and cell.cell_type == cell_type:
-            lines = [l for l in cell.source.splitlines() if "### BEGIN SOLUTION" not in l and "### END SOLUTION" not in l]
+            lines = [line for line in cell.source.splitlines()
+                     if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line]
             out[meta["grade_id"]] = "\n".join(lines)
     return out
 

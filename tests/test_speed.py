@@ -105,7 +105,7 @@ def test_speed_never_changes_a_score(speed_class):
 def test_the_csv_has_an_ungraded_speed_column(speed_class):
     root, _ = speed_class
     rows = _csv(root / "grades")
-    assert list(rows["alice"])[-5:] == ["speed_vs_nn", "provisional", "manual_pending", "name", "lms_id"]  # after the parts
+    assert list(rows["alice"])[-5:] == ["speed_vs_nn", "provisional", "manual_pending", "name", "lms_id"]
     assert float(rows["alice"]["speed_vs_nn"]) > 0 and float(rows["carol"]["speed_vs_nn"]) > 0
     assert rows["bob"]["speed_vs_nn"] == "" and rows["dave"]["speed_vs_nn"] == ""
 
