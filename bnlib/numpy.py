@@ -1,7 +1,7 @@
 r"""Batch normalization in NumPy: the book's equations as functions, and a layer built from them.
 
 The equations are written for a mini-batch ``x`` of shape ``(m, C)``: ``m`` examples (the
-batch size :math:`m_B`), ``C`` features. Each function below is one equation of the book,
+batch size :math:`m`), ``C`` features. Each function below is one equation of the book,
 with the book's symbols as variable names:
 
 ================================  =============================================  ===============
@@ -116,7 +116,7 @@ def normalize(x: np.ndarray, mu: np.ndarray, var: np.ndarray, eps: float = 1e-5)
 
 
 def scale_shift(x_hat: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    r"""Scale and shift with the learned parameters, :math:`z^{(i)} = \gamma \otimes \hat{x}^{(i)} + \beta`.
+    r"""Scale and shift with the learned parameters, :math:`y^{(i)} = \gamma \otimes \hat{x}^{(i)} + \beta`.
 
     With :math:`\gamma = \sqrt{\sigma_B^2+\varepsilon}` and :math:`\beta = \mu_B` the layer gives
     back its input: batch normalization can learn to be the identity.
