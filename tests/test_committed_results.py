@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from support import eval_statistics, forgot_train, label_noise, learning_rates, results
+from support import batch_sizes, conv_digits, eval_statistics, forgot_train, label_noise, learning_rates, results
 
-EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train]
+EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train, conv_digits, batch_sizes]
 
 
 @pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__)
