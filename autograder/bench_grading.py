@@ -3,7 +3,7 @@
     python -m autograder.bench_grading [--copies 1] [--workers N] [--timeout 10]
 
 Builds one synthetic class (:mod:`autograder.synthetic`) of at least 40 notebooks across the
-three assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
+four assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
 that are safe to run *without* a sandbox: an infinite loop, ``os._exit``, ``sys.exit()``, a
 segfault, a socket, reading the solutions, deleted, duplicated and edited graded cells,
 stripped metadata, monkeypatched helpers, forged records, a file that is not JSON), and the
