@@ -96,6 +96,16 @@ def test_a_batch_has_its_own_mean_and_spread_per_feature_and_ncl_keeps_channels(
     assert x3.shape == (4, 3, 5) and x3.flags.c_contiguous
 
 
+def test_nchw_has_per_channel_and_per_example_statistics_and_examples_per_row_statistics():
+    x = inputs.nchw(inputs.rng(0, "nchw"), 6, 4, 5, 7)
+    assert x.shape == (6, 4, 5, 7) and x.flags.c_contiguous
+    assert np.ptp(x.mean(axis=(0, 2, 3))) > 0.5 and np.ptp(x.std(axis=(0, 2, 3))) > 0.3
+    assert np.ptp(x.mean(axis=(1, 2, 3))) > 0.1
+    rows = inputs.examples(inputs.rng(0, "rows"), 50, 6)
+    assert rows.shape == (50, 6)
+    assert np.ptp(rows.mean(axis=1)) > 1.0 and np.ptp(rows.std(axis=1)) > 0.5
+
+
 def _numpy_spy(log: list) -> dict:
     ref = {**reference("bn-numpy-forward"), **reference("bn-numpy-backward")}
 
