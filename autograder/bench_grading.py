@@ -145,7 +145,7 @@ def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.bench_grading", description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=1,
-                        help="students of each correct, blank and wrong kind (1: 48 notebooks)")
+                        help="students of each correct, blank and wrong kind (1: 58 notebooks)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per cell, for both graders")
     parser.add_argument("--keep", metavar="DIR", help="keep the class and both outputs in DIR")
