@@ -696,14 +696,10 @@ VARIANTS: list[Variant] = [
                   ("dx = dx2.reshape(x_hat.shape)", f"dx = dx2{_DEINTERLEAVE}.reshape(x_hat.shape)")],
     }, {"gn_forward_output", "gn_backward_dx", "gn_backward_dgamma"}),
     _v("norm_dx_missing_mean_path", "norm_dx_missing_mean_path", _C, {
-        _BN2D_BWD: [("dx_hat - dx_hat.sum(axis=0) / m - x_hat", "dx_hat - x_hat")],
-        _LN_BWD: [("dx_hat - dx_hat.sum(axis=1, keepdims=True) / d - x_hat", "dx_hat - x_hat")],
-        _GN_BWD: [("dx_hat - dx_hat.sum(axis=1, keepdims=True) / k - x_hat2", "dx_hat - x_hat2")],
+        **{cell: [("dx_hat - mean_path - variance_path", "dx_hat - variance_path")] for cell in (_BN2D_BWD, _LN_BWD, _GN_BWD)},
     }, {"bn2d_backward_dx", "ln_backward_dx", "gn_backward_dx"}),
     _v("norm_dx_missing_variance_path", "norm_dx_missing_variance_path", _C, {
-        _BN2D_BWD: [(" - x_hat * (dx_hat * x_hat).sum(axis=0) / m", "")],
-        _LN_BWD: [(" - x_hat * (dx_hat * x_hat).sum(axis=1, keepdims=True) / d", "")],
-        _GN_BWD: [(" - x_hat2 * (dx_hat * x_hat2).sum(axis=1, keepdims=True) / k", "")],
+        **{cell: [("dx_hat - mean_path - variance_path", "dx_hat - mean_path")] for cell in (_BN2D_BWD, _LN_BWD, _GN_BWD)},
     }, {"bn2d_backward_dx", "ln_backward_dx", "gn_backward_dx"}),
 ]
 
