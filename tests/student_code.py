@@ -851,6 +851,28 @@ class BatchNormFunction(torch.autograd.Function):
         dx, dgamma, dbeta = torch.autograd.grad(y, (xs, gs, bs), dy)
         return dx, dgamma, dbeta, None
 '''}, ["function_backward_dx", "function_backward_dgamma", "function_backward_dbeta"]),
+    # bn-conv: bnlib's GroupNorm layer doing the forward and backward passes
+    "bnlib_groupnorm": ("bn-conv", {_GN_FWD: '''
+from bnlib.numpy import GroupNorm
+
+def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
+    layer = GroupNorm(num_groups, x.shape[1], eps=eps, dtype=np.float64)
+    layer.gamma, layer.beta = gamma, beta
+    return layer(x), layer
+''', _GN_BWD: '''
+def groupnorm_backward(dy, cache):
+    dx = cache.backward(dy)
+    return dx, cache.dgamma, cache.dbeta
+'''}, ["gn_forward_output", "gn_backward_dx", "gn_backward_dgamma", "gn_backward_dbeta"]),
+    # ... and PyTorch's layer norm computing y in the NumPy assignment (the cache by hand)
+    "torch_layer_norm": ("bn-conv", {_LN_FWD: '''
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    import torch
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
+    y = torch.nn.functional.layer_norm(t(x), (x.shape[1],), t(gamma), t(beta), eps).numpy()
+    istd = 1.0 / np.sqrt(x.var(axis=1, keepdims=True) + eps)
+    return y, ((x - x.mean(axis=1, keepdims=True)) * istd, istd, gamma)
+'''}, ["ln_forward_output", "ln_backward_dx", "ln_backward_dgamma", "ln_backward_dbeta"]),
 }
 
 #: A cell that tries to make every check pass: patched comparisons, a fake bnlib, a fake probe result.
