@@ -3,7 +3,7 @@
     python -m autograder.bench_grading [--copies 1] [--workers N] [--timeout 10]
 
 Builds one synthetic class (:mod:`autograder.synthetic`) of at least 40 notebooks across the
-three assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
+four assignments (correct ones, every catalogued mistake, blank ones, and the hostile cases
 that are safe to run *without* a sandbox: an infinite loop, ``os._exit``, ``sys.exit()``, a
 segfault, a socket, reading the solutions, deleted, duplicated and edited graded cells,
 stripped metadata, monkeypatched helpers, forged records, a file that is not JSON), and the
@@ -145,7 +145,7 @@ def agreement(ours: Path, course: Path) -> tuple[int, int, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.bench_grading", description=__doc__.split("\n")[0])
     parser.add_argument("--copies", type=int, default=1,
-                        help="students of each correct, blank and wrong kind (1: 48 notebooks)")
+                        help="students of each correct, blank and wrong kind (1: 58 notebooks)")
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per cell, for both graders")
     parser.add_argument("--keep", metavar="DIR", help="keep the class and both outputs in DIR")

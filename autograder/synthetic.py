@@ -134,6 +134,7 @@ def correct_notebook(released, solution):
 _VENDORED = (("numpy", "bnlib/numpy.py"), ("torch", "bnlib/torch.py"), ("gradcheck", "bnlib/gradcheck.py"),
              ("spec", "autograder/course/spec.py"), ("reference", "autograder/course/reference.py"),
              ("numpy_variants", "autograder/course/numpy_variants.py"),
+             ("conv_variants", "autograder/course/conv_variants.py"),
              ("torch_variants", "autograder/course/torch_variants.py"),
              ("mistakes", "autograder/course/mistakes.py"))
 _NEEDS_TORCH = ("torch", "torch_variants")

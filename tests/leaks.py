@@ -73,6 +73,13 @@ LIBRARY: dict[str, tuple[tuple[str, ...], ...]] = {
     "BatchNorm1d": (("bnlib.torch:BatchNorm1d",),
                     ("bnlib.numpy:BatchNorm1d.forward", "bnlib.numpy:update_running_stats", "bnlib.numpy:to_2d",
                      "bnlib.numpy:from_2d")),
+    "batchnorm2d_forward_train": (("bnlib.numpy:BatchNorm1d.forward", "bnlib.numpy:to_2d", "bnlib.numpy:from_2d",
+                                   "bnlib.numpy:forward_train", "bnlib.numpy:_forward"),),
+    "batchnorm2d_backward": (("bnlib.numpy:BatchNorm1d.backward", "bnlib.numpy:backward_compact"),),
+    "layernorm_forward": (("bnlib.numpy:LayerNorm.forward", "bnlib.numpy:normalize_rows"),),
+    "layernorm_backward": (("bnlib.numpy:LayerNorm.backward", "bnlib.numpy:normalize_rows_backward"),),
+    "groupnorm_forward": (("bnlib.numpy:GroupNorm.forward", "bnlib.numpy:normalize_rows"),),
+    "groupnorm_backward": (("bnlib.numpy:GroupNorm.backward", "bnlib.numpy:normalize_rows_backward"),),
 }
 
 _SOLUTION = re.compile(r"^[ \t]*### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*\n", re.S | re.M)

@@ -352,10 +352,138 @@ class BatchNorm1d(nn.Module):
 ''',
 }
 
+CONV_ALT_1 = {
+    # statistics over the axes (0, 2, 3) directly, a dict cache, the backward node by node
+    "solution_batchnorm2d_forward_train": '''
+def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)
+    std = np.sqrt(var + eps)
+    x_hat = (x - mean) / std
+    g = gamma[None, :, None, None]
+    return g * x_hat + beta[None, :, None, None], {"x": x, "mean": mean, "std": std, "x_hat": x_hat, "g": g}
+''',
+    "solution_batchnorm2d_backward": '''
+def batchnorm2d_backward(dy, cache):
+    x, mean, std, x_hat, g = cache["x"], cache["mean"], cache["std"], cache["x_hat"], cache["g"]
+    axes = (0, 2, 3)
+    m = x.size // x.shape[1]
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * x_hat).sum(axis=axes)
+    dx_hat = dy * g
+    xmu = x - mean
+    dvar = (dx_hat * xmu).sum(axis=axes, keepdims=True) * -0.5 / std**3
+    dmu = -(dx_hat / std).sum(axis=axes, keepdims=True) - 2 * dvar * xmu.mean(axis=axes, keepdims=True)
+    dx = dx_hat / std + dvar * 2 * xmu / m + dmu / m
+    return dx, dgamma, dbeta
+''',
+    "solution_layernorm_forward": '''
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    mean = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean(x * x, axis=-1, keepdims=True) - mean * mean
+    inv = 1.0 / np.sqrt(var + eps)
+    x_hat = (x - mean) * inv
+    return x_hat * gamma + beta, {"x_hat": x_hat, "inv": inv, "gamma": gamma}
+''',
+    "solution_layernorm_backward": '''
+def layernorm_backward(dy, cache):
+    x_hat, inv, gamma = cache["x_hat"], cache["inv"], cache["gamma"]
+    g = dy * gamma
+    dx = inv * (g - g.mean(axis=-1, keepdims=True) - x_hat * (g * x_hat).mean(axis=-1, keepdims=True))
+    return dx, np.einsum("nd,nd->d", dy, x_hat), np.einsum("nd->d", dy)
+''',
+    "solution_groupnorm_forward": '''
+def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
+    n, c, h, w = x.shape
+    xg = x.reshape(n, num_groups, c // num_groups, h, w)
+    mean = xg.mean(axis=(2, 3, 4), keepdims=True)
+    var = xg.var(axis=(2, 3, 4), keepdims=True)
+    x_hat = ((xg - mean) / np.sqrt(var + eps)).reshape(n, c, h, w)
+    return x_hat * gamma[:, None, None] + beta[:, None, None], {"x_hat": x_hat, "var": var, "eps": eps,
+                                                                 "gamma": gamma, "G": num_groups}
+''',
+    "solution_groupnorm_backward": '''
+def groupnorm_backward(dy, cache):
+    x_hat, gamma, groups = cache["x_hat"], cache["gamma"], cache["G"]
+    n, c, h, w = x_hat.shape
+    inv = 1.0 / np.sqrt(cache["var"] + cache["eps"])
+    g = (dy * gamma[:, None, None]).reshape(n, groups, c // groups, h, w)
+    xh = x_hat.reshape(g.shape)
+    axes = (2, 3, 4)
+    dx = inv * (g - g.mean(axis=axes, keepdims=True) - xh * (g * xh).mean(axis=axes, keepdims=True))
+    return dx.reshape(n, c, h, w), (dy * x_hat).sum(axis=(0, 2, 3)), dy.sum(axis=(0, 2, 3))
+''',
+}
+
+CONV_ALT_2 = {
+    # the (N, C, H, W) input transposed to (C, N*H*W), einsum sums, a tuple cache with x itself
+    "solution_batchnorm2d_forward_train": '''
+def batchnorm2d_forward_train(x, gamma, beta, eps=1e-5):
+    c = x.shape[1]
+    xc = x.transpose(1, 0, 2, 3).reshape(c, -1)
+    mu = np.einsum("cm->c", xc) / xc.shape[1]
+    var = np.einsum("cm,cm->c", xc - mu[:, None], xc - mu[:, None]) / xc.shape[1]
+    scale = gamma / np.sqrt(var + eps)
+    y = (x - mu[:, None, None]) * scale[:, None, None] + beta[:, None, None]
+    return y, (x, mu, var, gamma, eps)
+''',
+    "solution_batchnorm2d_backward": '''
+def batchnorm2d_backward(dy, cache):
+    x, mu, var, gamma, eps = cache
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    istd = (1.0 / np.sqrt(var + eps))[:, None, None]
+    x_hat = (x - mu[:, None, None]) * istd
+    dbeta = np.einsum("nchw->c", dy)
+    dgamma = np.einsum("nchw,nchw->c", dy, x_hat)
+    dx = gamma[:, None, None] * istd / m * (m * dy - dbeta[:, None, None] - x_hat * dgamma[:, None, None])
+    return dx, dgamma, dbeta
+''',
+    "solution_layernorm_forward": '''
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    xt = x.T
+    mu = xt.mean(axis=0)
+    sd = np.sqrt(xt.var(axis=0) + eps)
+    x_hat = ((xt - mu) / sd).T
+    return gamma * x_hat + beta, [x, gamma, eps]
+''',
+    "solution_layernorm_backward": '''
+def layernorm_backward(dy, cache):
+    x, gamma, eps = cache
+    d = x.shape[1]
+    mu = x.mean(axis=1, keepdims=True)
+    sd = np.sqrt(x.var(axis=1, keepdims=True) + eps)
+    x_hat = (x - mu) / sd
+    dxh = dy * gamma
+    dx = (d * dxh - dxh.sum(axis=1, keepdims=True) - x_hat * (dxh * x_hat).sum(axis=1, keepdims=True)) / (d * sd)
+    return dx, (dy * x_hat).sum(axis=0), dy.sum(axis=0)
+''',
+    "solution_groupnorm_forward": '''
+def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
+    shape = x.shape
+    rows = x.reshape(shape[0] * num_groups, -1)
+    mu = rows.mean(axis=1)[:, None]
+    sd = np.sqrt(((rows - mu) ** 2).mean(axis=1) + eps)[:, None]
+    x_hat = ((rows - mu) / sd).reshape(shape)
+    y = np.einsum("nchw,c->nchw", x_hat, gamma) + beta.reshape(-1, 1, 1)
+    return y, (x_hat, sd, gamma)
+''',
+    "solution_groupnorm_backward": '''
+def groupnorm_backward(dy, cache):
+    x_hat, sd, gamma = cache
+    rows = sd.shape[0]
+    dxh = np.einsum("nchw,c->nchw", dy, gamma).reshape(rows, -1)
+    xh = x_hat.reshape(rows, -1)
+    k = xh.shape[1]
+    dx = (k * dxh - dxh.sum(axis=1, keepdims=True) - xh * np.einsum("rk,rk->r", dxh, xh)[:, None]) / (k * sd)
+    return dx.reshape(x_hat.shape), np.einsum("nchw,nchw->c", dy, x_hat), np.einsum("nchw->c", dy)
+''',
+}
+
 ALTERNATIVES = {
     "bn-numpy-forward": [FORWARD_ALT_1, FORWARD_ALT_2],
     "bn-numpy-backward": [BACKWARD_ALT_1, BACKWARD_ALT_2],
     "bn-torch": [TORCH_ALT_1, TORCH_ALT_2],
+    "bn-conv": [CONV_ALT_1, CONV_ALT_2],
 }
 
 
@@ -399,6 +527,15 @@ _MOD = "solution_batch_norm_1d"
 _F = "bn-numpy-forward"
 _B = "bn-numpy-backward"
 _T = "bn-torch"
+_C = "bn-conv"
+_BN2D_FWD = "solution_batchnorm2d_forward_train"
+_BN2D_BWD = "solution_batchnorm2d_backward"
+_LN_FWD = "solution_layernorm_forward"
+_LN_BWD = "solution_layernorm_backward"
+_GN_FWD = "solution_groupnorm_forward"
+_GN_BWD = "solution_groupnorm_backward"
+_INTERLEAVE = ".reshape(n, c // num_groups, num_groups, -1).transpose(0, 2, 1, 3)"
+_DEINTERLEAVE = ".reshape(n, num_groups, c // num_groups, -1).transpose(0, 2, 1, 3)"
 
 _UNBIASED = [("var = (xmu**2).sum(axis=0) / m", "var = (xmu**2).sum(axis=0) / (m - 1)")]
 _NO_SQRT = [("std = np.sqrt(var + eps)", "std = var + eps")]
@@ -525,6 +662,46 @@ VARIANTS: list[Variant] = [
        {"module_device"}),
     _v("untracked_uses_running_stats", "untracked_uses_running_stats", _T, {_MOD: [("if track_running_stats:", "if True:")]}, {"module_options"}),
     _v("affine_ignored", "affine_ignored", _T, {_MOD: [("if affine:", "if True:")]}, {"module_options"}),
+    # ---- bn-conv --------------------------------------------------------------------------
+    _v("bn2d_reshaped_without_transpose", "bn2d_reshaped_without_transpose", _C, {
+        _BN2D_FWD: [("np.moveaxis(x, 1, -1).reshape(-1, c)", "x.reshape(-1, c)"),
+                    ("np.moveaxis(y2.reshape(n, h, w, c), -1, 1)", "y2.reshape(n, c, h, w)")],
+        _BN2D_BWD: [("np.moveaxis(dy, 1, -1).reshape(-1, c)", "dy.reshape(-1, c)"),
+                    ("np.moveaxis(dx2.reshape(n, h, w, c), -1, 1)", "dx2.reshape(n, c, h, w)")],
+    }, {"bn2d_forward_output", "bn2d_forward_eps", "bn2d_backward_dx", "bn2d_backward_dgamma", "bn2d_backward_dbeta"}),
+    _v("bn2d_dgamma_per_position", "bn2d_dgamma_per_position", _C, {_BN2D_BWD: [
+        ("dbeta = dy2.sum(axis=0)\n    dgamma = (dy2 * x_hat).sum(axis=0)",
+         "dbeta = dy.sum(axis=0)\n    dgamma = (dy * np.moveaxis(x_hat.reshape(n, h, w, c), -1, 1)).sum(axis=0)")]},
+       {"bn2d_backward_dgamma", "bn2d_backward_dbeta"}),
+    _v("layernorm_over_batch", "layernorm_over_batch", _C, {
+        _LN_FWD: [("d = x.shape[1]", "d = x.shape[0]"), ("x.sum(axis=1, keepdims=True)", "x.sum(axis=0, keepdims=True)"),
+                  ("(xmu**2).sum(axis=1, keepdims=True)", "(xmu**2).sum(axis=0, keepdims=True)")],
+        _LN_BWD: [("d = x_hat.shape[1]", "d = x_hat.shape[0]"),
+                  ("dx_hat.sum(axis=1, keepdims=True)", "dx_hat.sum(axis=0, keepdims=True)"),
+                  ("(dx_hat * x_hat).sum(axis=1, keepdims=True)", "(dx_hat * x_hat).sum(axis=0, keepdims=True)")],
+    }, {"ln_forward_output", "ln_backward_dx", "ln_backward_dgamma"}),
+    _v("layernorm_unbiased_variance", "layernorm_unbiased_variance", _C, {_LN_FWD: [
+        ("var = (xmu**2).sum(axis=1, keepdims=True) / d", "var = (xmu**2).sum(axis=1, keepdims=True) / (d - 1)")]},
+       {"ln_forward_output", "ln_backward_dx", "ln_backward_dgamma"}),
+    _v("layernorm_running_statistics", "layernorm_running_statistics", _C, {_LN_FWD: [
+        ("istd = 1.0 / np.sqrt(var + eps)\n    x_hat = xmu * istd",
+         "momentum = 0.1\n    running_mean = (1 - momentum) * 0.0 + momentum * mu\n"
+         "    running_var = (1 - momentum) * 1.0 + momentum * var\n"
+         "    istd = 1.0 / np.sqrt(running_var + eps)\n    x_hat = (x - running_mean) * istd")]},
+       {"ln_forward_output", "ln_backward_dx", "ln_backward_dgamma"}),
+    _v("groupnorm_groups_interleaved", "groupnorm_groups_interleaved", _C, {
+        _GN_FWD: [("x2 = x.reshape(n * num_groups, -1)", f"x2 = x{_INTERLEAVE}.reshape(n * num_groups, -1)"),
+                  ("(xmu * istd).reshape(x.shape)", f"(xmu * istd){_DEINTERLEAVE}.reshape(x.shape)")],
+        _GN_BWD: [(".reshape(1, c, 1, 1)).reshape(n * num_groups, -1)", f".reshape(1, c, 1, 1)){_INTERLEAVE}.reshape(n * num_groups, -1)"),
+                  ("x_hat2 = x_hat.reshape(n * num_groups, -1)", f"x_hat2 = x_hat{_INTERLEAVE}.reshape(n * num_groups, -1)"),
+                  ("dx = dx2.reshape(x_hat.shape)", f"dx = dx2{_DEINTERLEAVE}.reshape(x_hat.shape)")],
+    }, {"gn_forward_output", "gn_backward_dx", "gn_backward_dgamma"}),
+    _v("norm_dx_missing_mean_path", "norm_dx_missing_mean_path", _C, {
+        **{cell: [("dx_hat - mean_path - variance_path", "dx_hat - variance_path")] for cell in (_BN2D_BWD, _LN_BWD, _GN_BWD)},
+    }, {"bn2d_backward_dx", "ln_backward_dx", "gn_backward_dx"}),
+    _v("norm_dx_missing_variance_path", "norm_dx_missing_variance_path", _C, {
+        **{cell: [("dx_hat - mean_path - variance_path", "dx_hat - mean_path")] for cell in (_BN2D_BWD, _LN_BWD, _GN_BWD)},
+    }, {"bn2d_backward_dx", "ln_backward_dx", "gn_backward_dx"}),
 ]
 
 VARIANT = {v.key: v for v in VARIANTS}
@@ -556,6 +733,13 @@ GROUPS: dict[str, list[list[str]]] = {
         ["ncl_reshaped_without_transpose"],
         ["torch:dgamma_wrong_axis"],
         ["backward_missing_eps_gradient"],
+    ],
+    "bn-conv": [
+        ["bn2d_reshaped_without_transpose", "layernorm_over_batch", "groupnorm_groups_interleaved"],
+        ["bn2d_dgamma_per_position", "layernorm_unbiased_variance"],
+        ["norm_dx_missing_mean_path"],
+        ["norm_dx_missing_variance_path"],
+        ["layernorm_running_statistics"],
     ],
 }
 
@@ -668,6 +852,28 @@ class BatchNormFunction(torch.autograd.Function):
         dx, dgamma, dbeta = torch.autograd.grad(y, (xs, gs, bs), dy)
         return dx, dgamma, dbeta, None
 '''}, ["function_backward_dx", "function_backward_dgamma", "function_backward_dbeta"]),
+    # bn-conv: bnlib's GroupNorm layer doing the forward and backward passes
+    "bnlib_groupnorm": ("bn-conv", {_GN_FWD: '''
+from bnlib.numpy import GroupNorm
+
+def groupnorm_forward(x, num_groups, gamma, beta, eps=1e-5):
+    layer = GroupNorm(num_groups, x.shape[1], eps=eps, dtype=np.float64)
+    layer.gamma, layer.beta = gamma, beta
+    return layer(x), layer
+''', _GN_BWD: '''
+def groupnorm_backward(dy, cache):
+    dx = cache.backward(dy)
+    return dx, cache.dgamma, cache.dbeta
+'''}, ["gn_forward_output", "gn_backward_dx", "gn_backward_dgamma", "gn_backward_dbeta"]),
+    # ... and PyTorch's layer norm computing y in the NumPy assignment (the cache by hand)
+    "torch_layer_norm": ("bn-conv", {_LN_FWD: '''
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    import torch
+    t = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
+    y = torch.nn.functional.layer_norm(t(x), (x.shape[1],), t(gamma), t(beta), eps).numpy()
+    istd = 1.0 / np.sqrt(x.var(axis=1, keepdims=True) + eps)
+    return y, ((x - x.mean(axis=1, keepdims=True)) * istd, istd, gamma)
+'''}, ["ln_forward_output", "ln_backward_dx", "ln_backward_dgamma", "ln_backward_dbeta"]),
 }
 
 #: A cell that tries to make every check pass: patched comparisons, a fake bnlib, a fake probe result.

@@ -17,6 +17,7 @@ import sys
 import nbformat
 import pytest
 
+from autograder.course.spec import ASSIGNMENTS
 from autograder.grading.store import GradingFolder
 from autograder.paths import REPO_DIR
 
@@ -132,7 +133,7 @@ def test_the_csv_has_the_points_of_every_part_and_they_add_up(graded_class):
         assert parts, row
         assert abs(sum(float(row[p]) for p in parts) - float(row["score"])) < 1e-9, row
     solution_parts = {}
-    for a in ("bn-numpy-forward", "bn-numpy-backward", "bn-torch"):
+    for a in ASSIGNMENTS:
         nb = nbformat.read(REPO_DIR / "solutions" / a / f"{a}.ipynb", as_version=4)
         solution_parts[a] = {c.metadata.nbgrader["grade_id"]: c.metadata.nbgrader["points"] for c in nb.cells
                              if c.metadata.get("nbgrader", {}).get("grade")}
@@ -156,7 +157,7 @@ def test_every_row_has_a_feedback_page(graded_class):
 def _hidden_tests() -> list[str]:
     """The code of every hidden test region in the instructor's notebooks."""
     regions = []
-    for a in ("bn-numpy-forward", "bn-numpy-backward", "bn-torch"):
+    for a in ASSIGNMENTS:
         nb = nbformat.read(REPO_DIR / "solutions" / a / f"{a}.ipynb", as_version=4)
         for cell in nb.cells:
             if "BEGIN HIDDEN TESTS" in cell.source:

@@ -75,6 +75,25 @@ def test_the_numpy_variants_base_is_the_reference(assignment):
     assert all(v.passed for v in verdicts.values()), {c: v.message for c, v in verdicts.items() if not v.passed}
 
 
+def test_the_conv_variants_base_is_the_reference():
+    """The base bn-conv's variants override one step of passes every check of bn-conv."""
+    from autograder.course.conv_variants import NumpyNormFamily
+
+    base = NumpyNormFamily()
+    names = {name: getattr(base, name) for name in assignments.INTERFACE["bn-conv"]}
+    verdicts = _verdicts(names, "bn-conv", seed=5)
+    assert all(v.passed for v in verdicts.values()), {c: v.message for c, v in verdicts.items() if not v.passed}
+
+
+def test_a_conv_mistake_replaces_forward_and_backward_together():
+    """A bn-conv variant's cache is its own: a backward pass must never receive the reference's layer."""
+    pairs = [("batchnorm2d_forward_train", "batchnorm2d_backward"), ("layernorm_forward", "layernorm_backward"),
+             ("groupnorm_forward", "groupnorm_backward")]
+    for mistake in for_assignment("bn-conv"):
+        for forward, backward in pairs:
+            assert (forward in mistake.overrides) == (backward in mistake.overrides), (mistake.name, forward)
+
+
 def test_a_mistake_needs_a_variant_for_each_kind_of_its_assignments():
     from autograder.course.mistakes import Mistake, TorchVariant
     from autograder.course.numpy_variants import EpsIgnored

@@ -67,7 +67,7 @@ def _channel_verdicts(release, tmp_path, assignment, sources, extra_cells, seed=
 
 @pytest.mark.parametrize(
     "assignment,group",
-    [("bn-numpy-forward", 0), ("bn-numpy-backward", 1), ("bn-torch", 0)],
+    [("bn-numpy-forward", 0), ("bn-numpy-backward", 1), ("bn-torch", 0), ("bn-conv", 0)],
 )
 def test_patching_comparisons_and_bnlib_in_the_notebook_changes_no_verdict(student_release, tmp_path, assignment,
                                                                             group):

@@ -96,6 +96,16 @@ def test_a_batch_has_its_own_mean_and_spread_per_feature_and_ncl_keeps_channels(
     assert x3.shape == (4, 3, 5) and x3.flags.c_contiguous
 
 
+def test_nchw_has_per_channel_and_per_example_statistics_and_examples_per_row_statistics():
+    x = inputs.nchw(inputs.rng(0, "nchw"), 6, 4, 5, 7)
+    assert x.shape == (6, 4, 5, 7) and x.flags.c_contiguous
+    assert np.ptp(x.mean(axis=(0, 2, 3))) > 0.5 and np.ptp(x.std(axis=(0, 2, 3))) > 0.3
+    assert np.ptp(x.mean(axis=(1, 2, 3))) > 0.1
+    rows = inputs.examples(inputs.rng(0, "rows"), 50, 6)
+    assert rows.shape == (50, 6)
+    assert np.ptp(rows.mean(axis=1)) > 1.0 and np.ptp(rows.std(axis=1)) > 0.5
+
+
 def _numpy_spy(log: list) -> dict:
     ref = {**reference("bn-numpy-forward"), **reference("bn-numpy-backward")}
 
@@ -129,7 +139,7 @@ def _eps_matters(var: np.ndarray, eps: float, rtol: float) -> bool:
     return bool(np.max(np.abs(right / wrong - 1)) > 100 * rtol)
 
 
-NUMPY_CHECKS = [c for c in CHECKS if SCENARIOS[c].family == "numpy"]
+NUMPY_CHECKS = [c for c in CHECKS if SCENARIOS[c].family == "numpy" and SCENARIOS[c].assignment != "bn-conv"]
 
 
 @pytest.mark.parametrize("check_id", NUMPY_CHECKS)
@@ -152,6 +162,60 @@ def test_numpy_inputs_tell_right_from_wrong(check_id):
         assert all(_eps_matters(x.var(axis=0), rest[2], 1e-6) for kind, x, *rest in log)
     if check_id == "forward_eval_eps":
         assert all(_eps_matters(rest[3], rest[2], 1e-6) for kind, x, *rest in log)
+
+
+def _conv_spy(log: list) -> dict:
+    """bn-conv's reference, logging ``(layer, x, groups, gamma, beta)`` per forward call and ``("backward", dy)``."""
+    ref = reference("bn-conv")
+
+    def forward(layer, name):
+        def spy(x, *args):
+            groups = args[0] if layer == "gn" else 0
+            gamma, beta = args[1:3] if layer == "gn" else args[:2]
+            log.append((layer, x.copy(), groups, gamma, beta))
+            return ref[name](x, *args)
+
+        return spy
+
+    def backward(name):
+        def spy(dy, cache):
+            log.append(("backward", dy.copy()))
+            return ref[name](dy, cache)
+
+        return spy
+
+    return {"batchnorm2d_forward_train": forward("bn2d", "batchnorm2d_forward_train"),
+            "layernorm_forward": forward("ln", "layernorm_forward"),
+            "groupnorm_forward": forward("gn", "groupnorm_forward"),
+            **{n: backward(n) for n in ("batchnorm2d_backward", "layernorm_backward", "groupnorm_backward")}}
+
+
+CONV_CHECKS = [c for c in CHECKS if SCENARIOS[c].assignment == "bn-conv"]
+
+
+@pytest.mark.parametrize("check_id", CONV_CHECKS)
+def test_conv_inputs_tell_right_from_wrong(check_id):
+    """Wrong axes must show: m = N*H*W != C and H, W != C; N != D; groups of several channels, per-example spreads."""
+    log: list = []
+    record = scenarios.run(check_id, _conv_spy(log), 3)
+    assert "error" not in record.facts and log
+    for layer, x, *rest in log:
+        if layer == "backward":
+            assert np.std(x) > 0.5 and len(np.unique(x)) == x.size, "dy must be random"
+            continue
+        groups, gamma, beta = rest
+        assert not np.allclose(gamma, 1) and not np.allclose(beta, 0)
+        if layer == "ln":
+            n, d = x.shape
+            assert d >= 4 and n != d, x.shape
+            assert n == 1 or np.ptp(x.mean(axis=1)) > 0.5, "examples need their own means"
+            continue
+        n, c, h, w = x.shape
+        assert c not in (h, w) and n * h * w >= 4 and n * h * w != c, x.shape
+        assert np.ptp(x.mean(axis=(0, 2, 3))) > 0.3, "channels need their own means"
+        if layer == "gn":
+            assert c % groups == 0 and 2 <= c // groups < c, (c, groups)
+            assert np.ptp(x.mean(axis=(1, 2, 3))) > 0.1, "examples need their own means"
 
 
 TORCH_CHECKS = [c for c in CHECKS if SCENARIOS[c].family == "torch"]

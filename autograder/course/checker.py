@@ -1,7 +1,7 @@
 r"""The gradient checker that travels with the released notebooks, made from ``bnlib/gradcheck.py``.
 
-Students need no reference library: the notebooks that check gradients (``bn-numpy-backward``
-and ``bn-torch``) carry the course's finite-difference checker in a locked cell of their own,
+Students need no reference library: the notebooks that check gradients (``bn-numpy-backward``,
+``bn-torch`` and ``bn-conv``) carry the course's finite-difference checker in a locked cell of their own,
 ``grade_id`` :data:`CELL_ID`. That cell is not a copy kept by hand: :func:`cell_source` makes
 it from ``bnlib/gradcheck.py`` (the code after the module docstring, without the
 ``from __future__`` import, which would change how every later cell of the notebook is
@@ -33,7 +33,7 @@ __all__ = ["CELL_ID", "ASSIGNMENTS", "SOURCE", "cell_source", "stale_cells", "wr
 #: The ``grade_id`` of the locked cell that defines the checker.
 CELL_ID = "gradcheck"
 #: The assignments whose notebooks carry it.
-ASSIGNMENTS = ("bn-numpy-backward", "bn-torch")
+ASSIGNMENTS = ("bn-numpy-backward", "bn-torch", "bn-conv")
 #: Where the checker is written once.
 SOURCE = REPO_DIR / "bnlib" / "gradcheck.py"
 

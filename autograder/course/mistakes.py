@@ -15,7 +15,8 @@ assignments, of :class:`autograder.course.torch_variants.FunctionSteps` or
 :class:`TorchVariant`: that module imports torch, and only building a bn-torch variant imports
 it). ``Mistake.implementation(assignment)`` returns the whole interface of an assignment (the
 reference's names, with the variant's replacements), built fresh on every call: some variants
-keep state (one remembers the last forward pass).
+keep state (one remembers the last forward pass). ``bn-conv``'s variants subclass
+:class:`autograder.course.conv_variants.NumpyNormFamily` instead.
 
 The chapters named here are those of :data:`autograder.course.spec.CHAPTERS`.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from autograder.course import conv_variants as cv
 from autograder.course import numpy_variants as nv
 from autograder.course.reference import reference
 from autograder.course.spec import CHAPTERS, INTERFACE, kind_of
@@ -84,7 +86,7 @@ class Mistake:
     read: Reading
     assignments: tuple[str, ...]
     overrides: tuple[str, ...]
-    numpy: type[nv.NumpyBatchNorm] | None = None
+    numpy: type[nv.NumpyBatchNorm] | type[cv.NumpyNormFamily] | None = None
     torch: TorchVariant | None = None
 
     def __post_init__(self) -> None:
@@ -121,6 +123,11 @@ _FWD = ("bn-numpy-forward", "bn-numpy-backward")
 _NP = ("bn-numpy-forward",)
 _BWD = ("bn-numpy-backward",)
 _TORCH = ("bn-torch",)
+_CONV = ("bn-conv",)
+#: A bn-conv variant replaces a layer's forward and backward passes together: its cache is its own.
+_BN2D = ("batchnorm2d_forward_train", "batchnorm2d_backward")
+_LN = ("layernorm_forward", "layernorm_backward")
+_GN = ("groupnorm_forward", "groupnorm_backward")
 _BOTH_FWD = ("bn_forward_train", "bn_forward_eval")
 
 MISTAKES: tuple[Mistake, ...] = (
@@ -439,6 +446,96 @@ MISTAKES: tuple[Mistake, ...] = (
         _TORCH,
         ("BatchNorm1d",),
         torch=TorchVariant(module="AffineIgnored"),
+    ),
+    # ---- bn-conv: BatchNorm2d, LayerNorm, GroupNorm -------------------------------------------
+    Mistake(
+        "bn2d_reshaped_without_transpose",
+        "(N, C, H, W) input reshaped to (N*H*W, C) without moving C last",
+        "You reshaped (N, C, H, W) straight to (-1, C), so each column mixes channels and "
+        "positions: the statistics are not those of a channel. Move C last first "
+        "(np.moveaxis(x, 1, -1).reshape(-1, C), and back the same way), or reduce over axes (0, 2, 3).",
+        Reading("assignments", "BatchNorm2d: one mean per channel"),
+        _CONV,
+        _BN2D,
+        numpy=cv.Bn2dReshapedWithoutTranspose,
+    ),
+    Mistake(
+        "bn2d_dgamma_per_position",
+        "a per-pixel instead of per-channel gamma in the backward pass",
+        "Your dgamma and dbeta have shape (C, H, W), one value per channel and pixel: you summed "
+        "over the batch axis only. BatchNorm2d has one gamma and one beta per channel, shared by "
+        "every position, so their gradients sum over N, H and W (axes 0, 2 and 3).",
+        Reading("assignments", "The backward pass, with the right m"),
+        _CONV,
+        _BN2D,
+        numpy=cv.Bn2dDgammaPerPosition,
+    ),
+    Mistake(
+        "layernorm_over_batch",
+        "layer norm's statistics taken over the batch",
+        "Your layernorm_forward averages over the examples (axis 0), one mean per feature: that "
+        "is batch normalization. Layer norm takes the mean and variance of each example over its "
+        "own D features (axis 1), so a batch of one works and nothing depends on the other examples.",
+        Reading("assignments", "LayerNorm: one mean per example"),
+        _CONV,
+        _LN,
+        numpy=cv.LayernormOverBatch,
+    ),
+    Mistake(
+        "layernorm_unbiased_variance",
+        "the unbiased variance used in layer norm",
+        "You divided each example's squared deviations by D - 1: the outputs are a little too "
+        "small (by sqrt((D-1)/D)). Layer norm normalizes with the biased variance (divide by D), "
+        "and it has no running variance that would want the unbiased one.",
+        Reading("assignments", "LayerNorm: one mean per example"),
+        _CONV,
+        _LN,
+        numpy=cv.LayernormUnbiasedVariance,
+    ),
+    Mistake(
+        "layernorm_running_statistics",
+        "running statistics in layer norm",
+        "You normalized with running averages of the mean and variance (started at 0 and 1 and "
+        "moved by momentum towards the example's statistics), as batch norm does for "
+        "evaluation. Layer norm has no running statistics: every example is normalized with its "
+        "own mean and variance, in training and evaluation alike.",
+        Reading("assignments", "LayerNorm: one mean per example"),
+        _CONV,
+        _LN,
+        numpy=cv.LayernormRunningStatistics,
+    ),
+    Mistake(
+        "groupnorm_groups_interleaved",
+        "groups split along the wrong axis",
+        "You reshaped (N, C, ...) to (N, C/G, G, ...) and normalized over the C/G axis, so "
+        "channel c lands in group c % G: the groups interleave. A group is C/G CONSECUTIVE "
+        "channels: reshape to (N, G, C/G, ...), or to (N*G, -1), and normalize each row.",
+        Reading("assignments", "GroupNorm: one mean per example and group"),
+        _CONV,
+        _GN,
+        numpy=cv.GroupnormGroupsInterleaved,
+    ),
+    Mistake(
+        "norm_dx_missing_mean_path",
+        "the mean's path missing from dx",
+        "Your dx leaves out the gradient that flows through the mean: the term -mean(dx_hat) "
+        "(over the same m values the forward pass averaged) is missing, and dx no longer sums to "
+        "zero over them.",
+        Reading("assignments", "The backward pass, with the right m"),
+        _CONV,
+        _BN2D + _LN + _GN,
+        numpy=cv.NormDxMissingMeanPath,
+    ),
+    Mistake(
+        "norm_dx_missing_variance_path",
+        "the variance's path missing from dx",
+        "Your dx leaves out the gradient that flows through the variance: the term "
+        "-x_hat * mean(dx_hat * x_hat) (over the same m values the forward pass averaged, "
+        "times 1 / sqrt(var + eps)) is missing.",
+        Reading("assignments", "The backward pass, with the right m"),
+        _CONV,
+        _BN2D + _LN + _GN,
+        numpy=cv.NormDxMissingVariancePath,
     ),
 )
 

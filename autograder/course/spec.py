@@ -37,6 +37,8 @@ COURSE: tuple[Assignment, ...] = (
     Assignment("bn-numpy-forward", "numpy", ("bn_forward_train", "bn_forward_eval", "update_running_stats")),
     Assignment("bn-numpy-backward", "numpy", ("bn_forward_train", "bn_backward_staged", "bn_backward_compact")),
     Assignment("bn-torch", "torch", ("BatchNormFunction", "BatchNorm1d")),
+    Assignment("bn-conv", "numpy", ("batchnorm2d_forward_train", "batchnorm2d_backward", "layernorm_forward",
+                                    "layernorm_backward", "groupnorm_forward", "groupnorm_backward")),
 )
 #: Their names, in course order.
 ASSIGNMENTS: tuple[str, ...] = tuple(a.name for a in COURSE)
@@ -98,6 +100,13 @@ READING: dict[str, tuple[str, str]] = {
     "module_state_dict": ("train-eval", "Parameters, buffers and the state_dict"),
     "module_backward": ("backward", "In PyTorch"),
     "module_device": ("train-eval", "Devices"),
+    # bn-conv: the math lives in the assignments page until its chapters exist
+    "bn2d_forward_output": ("assignments", "BatchNorm2d: one mean per channel"),
+    "bn2d_forward_eps": ("assignments", "BatchNorm2d: one mean per channel"),
+    **{f"{norm}_backward_{grad}": ("assignments", "The backward pass, with the right m")
+       for norm in ("bn2d", "ln", "gn") for grad in ("dx", "dgamma", "dbeta")},
+    "ln_forward_output": ("assignments", "LayerNorm: one mean per example"),
+    "gn_forward_output": ("assignments", "GroupNorm: one mean per example and group"),
 }
 
 #: Each hidden check's visible counterparts: the test cells (by ``grade_id``) in which a student
@@ -133,4 +142,11 @@ VISIBLE: dict[str, tuple[str, ...]] = {
     "module_state_dict": ("test_module",),
     "module_backward": ("test_module",),
     "module_device": ("test_module_device",),
+    # bn-conv
+    "bn2d_forward_output": ("test_bn2d_forward",),
+    "bn2d_forward_eps": ("test_bn2d_forward_eps",),
+    "ln_forward_output": ("test_ln_forward",),
+    "gn_forward_output": ("test_gn_forward",),
+    **{f"{norm}_backward_{grad}": (f"test_{norm}_backward",)
+       for norm in ("bn2d", "ln", "gn") for grad in ("dx", "dgamma", "dbeta")},
 }

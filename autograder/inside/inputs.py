@@ -23,7 +23,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["rng", "batch", "affine", "running", "ncl"]
+__all__ = ["rng", "batch", "affine", "running", "ncl", "nchw", "examples"]
 
 
 def rng(seed: int, check_id: str) -> np.random.Generator:
@@ -53,3 +53,20 @@ def running(rng: np.random.Generator, d: int) -> tuple[np.ndarray, np.ndarray]:
 def ncl(rng: np.random.Generator, n: int, c: int, length: int) -> np.ndarray:
     """``(N, C, L)`` float64 with per-channel statistics (channel ``c`` is feature ``c`` of :func:`batch`)."""
     return np.ascontiguousarray(batch(rng, n * length, c).reshape(n, length, c).transpose(0, 2, 1))
+
+
+def nchw(rng: np.random.Generator, n: int, c: int, h: int, w: int, sd=(0.5, 2.0)) -> np.ndarray:
+    """``(N, C, H, W)`` float64: each channel with its own mean and spread, each example shifted and scaled too.
+
+    The per-channel statistics tell a mean per channel from a mean per position or per example;
+    the per-example shift and scale tell a mean per example (group norm) from one per channel.
+    """
+    x = np.ascontiguousarray(batch(rng, n * h * w, c, sd).reshape(n, h, w, c).transpose(0, 3, 1, 2))
+    return x * rng.uniform(0.7, 1.4, (n, 1, 1, 1)) + rng.normal(0.0, 0.7, (n, 1, 1, 1))
+
+
+def examples(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    """``(N, D)`` float64 for layer norm: each example with its own mean and spread, each feature shifted too."""
+    mu = rng.uniform(-2.0, 2.0, (n, 1))
+    std = rng.uniform(0.5, 2.0, (n, 1))
+    return mu + std * rng.standard_normal((n, d)) + rng.normal(0.0, 0.5, d)

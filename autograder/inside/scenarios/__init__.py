@@ -9,7 +9,7 @@ ran during the student's calls...). A scenario never judges: the trusted side
 reference and on each known wrong variant, and compares.
 
 One module per assignment registers its scenarios (:mod:`.bn_numpy_forward`,
-:mod:`.bn_numpy_backward`, :mod:`.bn_torch`) in :data:`SCENARIOS`, through the registry
+:mod:`.bn_numpy_backward`, :mod:`.bn_torch`, :mod:`.bn_conv`) in :data:`SCENARIOS`, through the registry
 (:mod:`.registry`); a :class:`~autograder.inside.trial.Trial` calls the student's code and
 watches it (:mod:`autograder.inside.watch`, on the policy of :mod:`autograder.inside.policy`).
 
@@ -47,7 +47,7 @@ from typing import Any
 
 from autograder.inside.inputs import rng
 from autograder.inside.record import Record, shorten
-from autograder.inside.scenarios import bn_numpy_backward, bn_numpy_forward, bn_torch  # noqa: F401 - they register
+from autograder.inside.scenarios import bn_conv, bn_numpy_backward, bn_numpy_forward, bn_torch  # noqa: F401 - they register
 from autograder.inside.scenarios.registry import SCENARIOS, Scenario, registrar
 from autograder.inside.trial import Missing, StudentCodeFailed, Trial
 
