@@ -81,7 +81,7 @@ book: python mathjax
 # code that made them (tests/test_committed_results.py fails when that code changes and the
 # results are not made again). About half an hour of one core; JOBS=2 (the default) uses two.
 JOBS ?= 2
-EXPERIMENTS := learning_rates label_noise eval_statistics forgot_train
+EXPERIMENTS := learning_rates label_noise eval_statistics forgot_train why_it_helps
 results: python
 	cd book && for experiment in $(EXPERIMENTS); do ../$(PY) -m support.$$experiment --jobs $(JOBS) || exit 1; done
 

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from support import eval_statistics, forgot_train, label_noise, learning_rates, results
+from support import eval_statistics, forgot_train, label_noise, learning_rates, results, why_it_helps
 
-EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train]
+EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train, why_it_helps]
 
 
 @pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__)

@@ -102,8 +102,16 @@ def test_configs_differ_only_in_placement_and_noise():
     assert [type(m).__name__ for m in models["after"]] == [type(m).__name__ for m in digits_mlp()]
     assert any(isinstance(m, ShiftingNoise) for m in models["noisy"])
     assert not any(isinstance(m, ShiftingNoise) for m in models["before"])
+    assert batch_norm_layers(models["none"]) == []
     first = {key: next(m for m in model if isinstance(m, nn.Linear)).weight for key, model in models.items()}
     assert torch.equal(first["after"], first["before"]) and torch.equal(first["after"], first["noisy"])
+
+
+def test_only_the_network_without_batch_norm_gets_standardized_pixels():
+    digits = load_digits()
+    assert torch.equal(why_it_helps.CONFIGS["after"].data(digits).x_train, digits.x_train)
+    standardized = why_it_helps.CONFIGS["none"].data(digits).x_train
+    assert standardized.mean(0).abs().max() < 1e-4 and standardized.std(0).max() > 0.9
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,7 +203,7 @@ def test_record_norms_samples_training_steps_only():
 def test_a_sweep_run_is_measured_on_held_out_digits_and_records_its_norms(monkeypatch):
     monkeypatch.setattr(why_it_helps, "EPOCHS", 1)
     record = why_it_helps._run("noisy", 0.1, seed=0, validation=True)
-    assert set(record) == {"train_loss", "accuracy", "diverged", "norms"}
+    assert set(record) == {"train_loss", "train_accuracy", "accuracy", "diverged", "norms"}
     assert len(record["accuracy"]) == 1 and 0.5 < record["accuracy"][0] <= 1 and not record["diverged"]
     steps = math.ceil((4000 - why_it_helps.N_VALIDATION) / why_it_helps.BATCH_SIZE)
     assert [len(n) for n in record["norms"]] == [math.ceil(steps / why_it_helps.NORM_EVERY) + 1] * 3
