@@ -80,9 +80,9 @@ book: python mathjax
 
 # The book's multi-seed experiments, stored in book/results/*.json with a fingerprint of the
 # code that made them (tests/test_committed_results.py fails when that code changes and the
-# results are not made again). About forty minutes of one core; JOBS=2 (the default) uses two.
+# results are not made again). About forty-five minutes of one core; JOBS=2 (the default) uses two.
 JOBS ?= 2
-EXPERIMENTS := learning_rates label_noise eval_statistics forgot_train conv_digits batch_sizes
+EXPERIMENTS := learning_rates label_noise eval_statistics forgot_train conv_digits batch_sizes why_it_helps
 results: python
 	cd book && for experiment in $(EXPERIMENTS); do ../$(PY) -m support.$$experiment --jobs $(JOBS) || exit 1; done
 

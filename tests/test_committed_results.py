@@ -12,9 +12,18 @@ import json
 
 import pytest
 
-from support import batch_sizes, conv_digits, eval_statistics, forgot_train, label_noise, learning_rates, results
+from support import (
+    batch_sizes,
+    conv_digits,
+    eval_statistics,
+    forgot_train,
+    label_noise,
+    learning_rates,
+    results,
+    why_it_helps,
+)
 
-EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train, conv_digits, batch_sizes]
+EXPERIMENTS = [learning_rates, label_noise, eval_statistics, forgot_train, conv_digits, batch_sizes, why_it_helps]
 
 
 @pytest.mark.parametrize("module", EXPERIMENTS, ids=lambda m: m.__name__)
