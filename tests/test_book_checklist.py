@@ -71,13 +71,13 @@ SEED_FACTS: list[Fact] = [
          "book/standardization", "standardization-caveats", ("rescale and shift", r"\gamma", r"\beta")),
     # -- the four equations
     Fact("the mini-batch mean equation", "book/batch-mean", "chapter-batch-mean",
-         (r"\mu_B = \frac{1}{m_B} \sum_{i=1}^{m_B} x^{(i)}",)),
+         (r"\mu_B = \frac{1}{m} \sum_{i=1}^{m} x^{(i)}",)),  # the book writes the batch size m
     Fact("the mini-batch variance equation (divides by m_B)", "book/batch-variance", "chapter-batch-variance",
-         (r"\sigma_B^2 = \frac{1}{m_B} \sum_{i=1}^{m_B} \big(x^{(i)} - \mu_B\big)^2",)),
+         (r"\sigma_B^2 = \frac{1}{m} \sum_{i=1}^{m} \big(x^{(i)} - \mu_B\big)^2",)),
     Fact("the normalization equation, epsilon inside the square root", "book/normalize", "chapter-normalize",
          (r"\hat{x}^{(i)} = \frac{x^{(i)} - \mu_B}{\sqrt{\sigma_B^2 + \varepsilon}}",)),
     Fact("the scale-and-shift equation", "book/scale-shift", "chapter-scale-shift",
-         (r"z^{(i)} = \gamma \otimes \hat{x}^{(i)} + \beta",)),
+         (r"y^{(i)} = \gamma \otimes \hat{x}^{(i)} + \beta",)),  # the book's y is the source's z
     # -- the symbols
     Fact("mu_B: the vector of means over the mini-batch, one mean per input",
          "book/idea", "notation", (r"\mu_B", "one mean per input")),
@@ -100,7 +100,7 @@ SEED_FACTS: list[Fact] = [
     Fact("the circled times is element-wise multiplication",
          "book/scale-shift", "chapter-scale-shift", (r"\otimes", "element-wise multiplication")),
     Fact("z^(i): the output of the BN operation",
-         "book/scale-shift", "chapter-scale-shift", ("z^{(i)}", "output of batch normalization")),
+         "book/idea", "notation", ("z^{(i)}", "output of batch normalization")),  # named beside the book's y
     # -- z-score
     Fact("BN's normalization step is basically z-score normalization",
          "book/standardization", "z-score", ("z-score", "same operation")),
