@@ -134,7 +134,7 @@ def test_bnlib_depends_on_nothing_of_the_course():
 def test_the_numpy_modules_import_nothing_of_torch(module):
     """Every import they can run, at the top or in a function, through the whole package."""
     imported = {name.split(".")[0] for m in reachable(BNLIB, module) for name in BNLIB[m]}
-    assert imported <= {"__future__", "collections", "concurrent", "dataclasses", "os", "threading", "typing",
+    assert imported <= {"__future__", "collections", "concurrent", "dataclasses", "math", "os", "threading", "typing",
                         "numpy", "bnlib"}, sorted(imported)
 
 

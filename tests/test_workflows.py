@@ -128,7 +128,12 @@ def test_the_uploaded_site_is_where_make_builds_it():
     upload = uses(load(BOOK), "actions/upload-pages-artifact")[0]
     assert upload["with"]["path"] == "_build/html"
     book_recipe = re.search(r"^book:.*\n((?:\t.*\n)+)", (REPO / "Makefile").read_text(), flags=re.M).group(1)
-    assert "jupyter-book build" in book_recipe and "--path-output" not in book_recipe, book_recipe
+    assert "jupyter-book build" in book_recipe, book_recipe
+    # The student edition (the default, what the workflow publishes) builds into the checkout's _build/html.
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^EDITION \?= student$", makefile, flags=re.M), "make book builds the student edition"
+    assert re.search(r"^BOOK_OUTPUT_student := \.$", makefile, flags=re.M), "the student edition goes to ./_build/html"
+    assert "--path-output $(BOOK_OUTPUT_$(EDITION))" in book_recipe, book_recipe
 
 
 @pytest.mark.parametrize("path", [BOOK, TESTS], ids=lambda p: p.name)
