@@ -899,11 +899,11 @@ builtins.AssertionError = type("AssertionError", (Exception,), {})
 
 
 def stub_sources(assignment: str) -> dict[str, str]:
-    """The solution cells as students receive them: each solution region replaced by nbgrader's stub."""
+    """The solution code cells as students receive them: each solution region replaced by nbgrader's stub."""
     out = {}
     for cell in solution_notebook(assignment).cells:
         meta = _nbgrader(cell)
-        if not meta.get("solution"):
+        if not meta.get("solution") or cell.cell_type != "code":  # written answers are not code
             continue
         lines, inside = [], False
         for line in cell.source.splitlines():

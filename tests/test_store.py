@@ -48,7 +48,7 @@ def test_a_result_is_made_from_an_answer_by_field():
     assert (r.student_id, r.assignment, r.status, r.reason, r.score, r.max_score, r.seconds) == \
         ("ada", "bn-torch", Status.TIMEOUT, "cell 3 ran too long", 2.0, 19.0, 3.25)
     assert r.parts == {"module": {"title": "Check the module.", "passed": True, "message": "", "mistake": None,
-                                  "cell": 4, "score": 2.0, "max_score": 2.0}}
+                                  "cell": 4, "score": 2.0, "max_score": 2.0, "manual": False}}
     assert (r.sha256, r.source_sha256, r.origin) == ("nb", "src", "zip:ada.ipynb")
 
 

@@ -24,6 +24,7 @@ from autograder.course.mistakes import CHAPTERS
 from autograder.course.spec import READING
 from autograder.inside import scenarios
 from autograder.inside.scenarios import SCENARIOS
+from autograder.notebook import is_test
 
 # --------------------------------------------------------------------------------------------
 # Every correct implementation passes; the checks and the notebooks agree
@@ -45,7 +46,7 @@ def test_correct_implementations_pass_every_check(assignment, label, sources, se
 def test_every_hidden_test_cell_calls_its_own_check(assignment):
     for cell in solution_notebook(assignment).cells:
         meta = cell.metadata.get("nbgrader", {})
-        if meta.get("grade"):
+        if is_test(cell):  # the written answers are graded too, by hand
             grade_id = meta["grade_id"]
             assert grade_id in SCENARIOS, f"{assignment}: no scenario for hidden test {grade_id}"
             assert f'check("{grade_id}", globals())' in cell.source
