@@ -60,6 +60,21 @@ def points(assignment: str) -> dict[str, float]:
             if _nbgrader(c).get("grade") and c.cell_type == "code"}
 
 
+def written_points(assignment: str) -> dict[str, float]:
+    """``grade_id -> points`` of the written answers, which a grader scores by hand."""
+    return {_nbgrader(c)["grade_id"]: float(_nbgrader(c)["points"]) for c in solution_notebook(assignment).cells
+            if _nbgrader(c).get("grade") and c.cell_type == "markdown"}
+
+
+def automatic_full_marks(row: dict) -> float:
+    """Full marks a grades.csv row can have before a grader scores the written answers that wait.
+
+    A written answer left as released scores 0 at once; an answered one waits (``provisional``).
+    """
+    waiting = sum(written_points(row["assignment"]).values()) if row.get("provisional") == "yes" else 0.0
+    return float(row["max_score"]) - waiting
+
+
 def fill(released, sources: dict[str, str], extra_cells: list[tuple[int, str]] = ()):
     """A copy of a released notebook with its solution cells replaced by ``sources``.
 

@@ -16,24 +16,13 @@ import sys
 
 import nbformat
 import pytest
+from student_code import automatic_full_marks, written_points
 
 from autograder.course.spec import ASSIGNMENTS
 from autograder.grading.store import GradingFolder
 from autograder.paths import REPO_DIR
 
 pytestmark = pytest.mark.slow
-
-
-def _written(assignment: str) -> dict[str, float]:
-    """The written answers of an assignment (graded by hand): grade id -> points."""
-    nb = nbformat.read(REPO_DIR / "solutions" / assignment / f"{assignment}.ipynb", as_version=4)
-    return {c.metadata.nbgrader["grade_id"]: float(c.metadata.nbgrader["points"]) for c in nb.cells
-            if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")}
-
-
-def _waiting_points(row: dict) -> float:
-    """The points of a row's written answers that wait for a grader (none once graded, or for a missing one)."""
-    return sum(_written(row["assignment"]).values()) if row["provisional"] == "yes" else 0.0
 
 
 def _rows(run) -> dict[tuple[str, str], dict]:
@@ -71,7 +60,7 @@ def test_every_student_gets_the_expected_status(graded_class):
 
 def test_every_student_gets_the_expected_score(graded_class):
     def check(e, row):
-        score, top = float(row["score"]), float(row["max_score"]) - _waiting_points(row)
+        score, top = float(row["score"]), automatic_full_marks(row)
         if top <= 0:
             return "max_score is 0"
         if e.score == "full" and score != top:
@@ -120,7 +109,7 @@ def test_each_wrong_variant_is_named_in_the_results_and_the_feedback(graded_clas
 
 
 def test_the_csv_has_the_points_of_every_part_and_they_add_up(graded_class):
-    run, _ = graded_class
+    run, expected = graded_class
     with open(run.out / "grades.csv", newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames
@@ -139,12 +128,18 @@ def test_the_csv_has_the_points_of_every_part_and_they_add_up(graded_class):
                              if c.metadata.get("nbgrader", {}).get("grade")}
     for row in rows:
         parts = {p for p in columns if row[p] != ""}
-        waiting = set(_written(row["assignment"])) if row["provisional"] == "yes" else set()
+        waiting = set(written_points(row["assignment"])) if row["provisional"] == "yes" else set()
         assert parts == set(solution_parts[row["assignment"]]) - waiting, row["student_id"]
         assert int(row["manual_pending"]) == len(waiting), row["student_id"]
         assert float(row["max_score"]) == sum(solution_parts[row["assignment"]].values())
-    # nobody has graded the written answers yet: every handed-in notebook's total is provisional
-    assert {r["provisional"] for r in rows if r["status"] == "graded"} == {"yes"}
+    # Nobody has graded the written answers yet: a notebook whose answers were written waits for a
+    # grader (the correct students typed in the model answers); answers left as released score 0 at once.
+    by_row = {(r["student_id"], r["assignment"]): r for r in rows}
+    correct = [by_row[(e.student, e.assignment)] for e in expected if e.student.startswith("correct-")]
+    assert correct and all(r["provisional"] == "yes" for r in correct)
+    for row in rows:
+        if row["provisional"] != "yes" and row["status"] == "graded":
+            assert all(float(row[w]) == 0 for w in written_points(row["assignment"])), row["student_id"]
 
 
 def test_every_row_has_a_feedback_page(graded_class):

