@@ -454,7 +454,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "You reshaped (N, C, H, W) straight to (-1, C), so each column mixes channels and "
         "positions: the statistics are not those of a channel. Move C last first "
         "(np.moveaxis(x, 1, -1).reshape(-1, C), and back the same way), or reduce over axes (0, 2, 3).",
-        Reading("assignments", "BatchNorm2d: one mean per channel"),
+        Reading("convolutions", "The equations, per channel"),
         _CONV,
         _BN2D,
         numpy=cv.Bn2dReshapedWithoutTranspose,
@@ -465,7 +465,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "Your dgamma and dbeta have shape (C, H, W), one value per channel and pixel: you summed "
         "over the batch axis only. BatchNorm2d has one gamma and one beta per channel, shared by "
         "every position, so their gradients sum over N, H and W (axes 0, 2 and 3).",
-        Reading("assignments", "The backward pass, with the right m"),
+        Reading("norm-family", "The backward pass, with the axes swapped"),
         _CONV,
         _BN2D,
         numpy=cv.Bn2dDgammaPerPosition,
@@ -476,7 +476,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "Your layernorm_forward averages over the examples (axis 0), one mean per feature: that "
         "is batch normalization. Layer norm takes the mean and variance of each example over its "
         "own D features (axis 1), so a batch of one works and nothing depends on the other examples.",
-        Reading("assignments", "LayerNorm: one mean per example"),
+        Reading("norm-family", "The idea: the same normalization, over different values"),
         _CONV,
         _LN,
         numpy=cv.LayernormOverBatch,
@@ -487,7 +487,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "You divided each example's squared deviations by D - 1: the outputs are a little too "
         "small (by sqrt((D-1)/D)). Layer norm normalizes with the biased variance (divide by D), "
         "and it has no running variance that would want the unbiased one.",
-        Reading("assignments", "LayerNorm: one mean per example"),
+        Reading("norm-family", "The idea: the same normalization, over different values"),
         _CONV,
         _LN,
         numpy=cv.LayernormUnbiasedVariance,
@@ -499,7 +499,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "moved by momentum towards the example's statistics), as batch norm does for "
         "evaluation. Layer norm has no running statistics: every example is normalized with its "
         "own mean and variance, in training and evaluation alike.",
-        Reading("assignments", "LayerNorm: one mean per example"),
+        Reading("norm-family", "The idea: the same normalization, over different values"),
         _CONV,
         _LN,
         numpy=cv.LayernormRunningStatistics,
@@ -510,7 +510,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "You reshaped (N, C, ...) to (N, C/G, G, ...) and normalized over the C/G axis, so "
         "channel c lands in group c % G: the groups interleave. A group is C/G CONSECUTIVE "
         "channels: reshape to (N, G, C/G, ...), or to (N*G, -1), and normalize each row.",
-        Reading("assignments", "GroupNorm: one mean per example and group"),
+        Reading("norm-family", "Layer norm and instance norm are group norm"),
         _CONV,
         _GN,
         numpy=cv.GroupnormGroupsInterleaved,
@@ -521,7 +521,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "Your dx leaves out the gradient that flows through the mean: the term -mean(dx_hat) "
         "(over the same m values the forward pass averaged) is missing, and dx no longer sums to "
         "zero over them.",
-        Reading("assignments", "The backward pass, with the right m"),
+        Reading("norm-family", "The backward pass, with the axes swapped"),
         _CONV,
         _BN2D + _LN + _GN,
         numpy=cv.NormDxMissingMeanPath,
@@ -532,7 +532,7 @@ MISTAKES: tuple[Mistake, ...] = (
         "Your dx leaves out the gradient that flows through the variance: the term "
         "-x_hat * mean(dx_hat * x_hat) (over the same m values the forward pass averaged, "
         "times 1 / sqrt(var + eps)) is missing.",
-        Reading("assignments", "The backward pass, with the right m"),
+        Reading("norm-family", "The backward pass, with the axes swapped"),
         _CONV,
         _BN2D + _LN + _GN,
         numpy=cv.NormDxMissingVariancePath,

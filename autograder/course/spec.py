@@ -70,6 +70,8 @@ CHAPTERS: dict[str, str] = {
     "mini-batches": "Why mini-batch statistics",
     "inference": "Inference: running statistics",
     "train-eval": "train() and eval()",
+    "convolutions": "Batch norm for convolutions",
+    "norm-family": "The normalization family",
     "assignments": "The graded notebooks",
 }
 
@@ -101,12 +103,12 @@ READING: dict[str, tuple[str, str]] = {
     "module_backward": ("backward", "In PyTorch"),
     "module_device": ("train-eval", "Devices"),
     # bn-conv: the math lives in the assignments page until its chapters exist
-    "bn2d_forward_output": ("assignments", "BatchNorm2d: one mean per channel"),
-    "bn2d_forward_eps": ("assignments", "BatchNorm2d: one mean per channel"),
-    **{f"{norm}_backward_{grad}": ("assignments", "The backward pass, with the right m")
+    "bn2d_forward_output": ("convolutions", "The equations, per channel"),
+    "bn2d_forward_eps": ("convolutions", "The equations, per channel"),
+    **{f"{norm}_backward_{grad}": ("norm-family", "The backward pass, with the axes swapped")
        for norm in ("bn2d", "ln", "gn") for grad in ("dx", "dgamma", "dbeta")},
-    "ln_forward_output": ("assignments", "LayerNorm: one mean per example"),
-    "gn_forward_output": ("assignments", "GroupNorm: one mean per example and group"),
+    "ln_forward_output": ("norm-family", "The idea: the same normalization, over different values"),
+    "gn_forward_output": ("norm-family", "Layer norm and instance norm are group norm"),
 }
 
 #: Each hidden check's visible counterparts: the test cells (by ``grade_id``) in which a student
