@@ -12,7 +12,7 @@ import csv
 import hashlib
 
 import pytest
-from student_code import automatic_full_marks
+from student_code import automatic_full_marks, points, written_points
 
 from autograder.synthetic import load_expected, make_lms_zips
 
@@ -73,10 +73,13 @@ def test_canvas_zip_every_student_keeps_their_own_grade(lms_class):
     with open(run.out / "canvas.csv", newline="", encoding="utf-8") as f:
         canvas = list(csv.DictReader(f))
     assert list(canvas[0])[:5] == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
-    assert canvas[0]["Student"] == "Points Possible" and canvas[0][A] == "12"
+    # the assignment's points, the written answers' included; a score before they are graded
+    assert canvas[0]["Student"] == "Points Possible"
+    assert float(canvas[0][A]) == sum(points(A).values()) + sum(written_points(A).values())
     by_id = {r["ID"]: r for r in canvas[1:]}
     assert set(by_id) == {e.lms_id for e in load_expected(lms_class / "zips", "canvas")}
-    assert (by_id["101"]["Student"], float(by_id["101"][A])) == ("zoë", 12.0)
+    zoe = next(r for r in rows.values() if r["lms_id"] == "101")
+    assert (by_id["101"]["Student"], float(by_id["101"][A])) == ("zoë", automatic_full_marks(zoe))
     assert (by_id["102"]["Student"], float(by_id["102"][A])) == ("zoé", 0.0)
     page = (run.out / "feedback" / "李雷" / f"{A}.html").read_text(encoding="utf-8")
     assert "<strong>李雷</strong>" in page
