@@ -163,3 +163,11 @@ def test_the_tests_workflow_runs_make_test_on_pushes_and_pull_requests():
     assert runs[-1] == "make test", runs
     ci = (REPO / ".ci" / "run").read_text()
     assert "exec make test" in ci, "CI and the workflow run the same command"
+
+
+@pytest.mark.parametrize("path", [BOOK, TESTS], ids=lambda p: p.name)
+def test_the_runner_installs_torch_s_cpu_wheel(path):
+    jobs = load(path)["jobs"]
+    installing = [job for job in jobs.values() if any("make" in str(s.get("run", "")).split() for s in job["steps"])]
+    assert installing and all(job.get("env", {}).get("PIP_EXTRA_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
+                              for job in installing), "without the CPU index, pip takes PyPI's CUDA build of torch"
