@@ -67,13 +67,23 @@ def chapter_names() -> list[str]:
 # (which is how myst-nb starts every kernel; it offers no setting for IPC or CurveZMQ). It is
 # the kernel's start-up notice, not a warning about the book, and it passes through -W.
 _KERNEL_TRANSPORT_NOTICE = re.compile(r"\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption")
+# ipykernel's shutdown race: a kernel asked to stop flushes stderr after its iopub socket is
+# closed and logs the failed send (tornado's "Uncaught exception in ZMQStream callback", ending in
+# "ZMQError: Socket operation on non-socket"). It is printed by a kernel whose notebook has
+# finished, says nothing of the book, and comes and goes between runs; only this exact block is excused.
+_KERNEL_SHUTDOWN_RACE = re.compile(
+    r"^ERROR:tornado\.general:Uncaught exception in ZMQStream callback\n"
+    r"Traceback \(most recent call last\):\n(?:[ \t].*\n)+"
+    r"zmq\.error\.ZMQError: Socket operation on non-socket$",
+    flags=re.M,
+)
 
 
 def test_book_builds_from_scratch_without_warnings(book_build):
     assert book_build.returncode == 0, f"jupyter-book build failed:\n{book_build.log[-6000:]}"
     problems = [
         line
-        for line in book_build.log.splitlines()
+        for line in _KERNEL_SHUTDOWN_RACE.sub("", book_build.log).splitlines()
         if re.search(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b", line)
         and not _KERNEL_TRANSPORT_NOTICE.search(line)
     ]
