@@ -369,6 +369,35 @@ def from_2d(y: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 _FLOATS = (np.float16, np.float32, np.float64)
 
 
+def _load_arrays(
+    layer: Any, state_dict: Mapping[str, Any], strict: bool, shape_of: Any
+) -> dict[str, np.ndarray]:
+    """The entries of ``state_dict`` that ``layer.state_dict()`` has, checked, as NumPy arrays.
+
+    Values may be arrays or tensors (a PyTorch layer's ``state_dict()`` as it is). With
+    ``strict``, missing or unexpected keys raise ``KeyError``; a value whose shape is not
+    ``shape_of(key)`` raises ``ValueError``. Nothing is returned unless every entry passes, so
+    the layer can change only when everything loads.
+    """
+    expected, given = set(layer.state_dict()), set(state_dict)
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if strict and (missing or unexpected):
+        raise KeyError(
+            f"state_dict does not match this {type(layer).__name__}: missing keys {missing}, "
+            f"unexpected keys {unexpected}"
+        )
+    loaded: dict[str, np.ndarray] = {}
+    for key in sorted(expected & given):
+        value = state_dict[key]
+        if hasattr(value, "detach"):  # a torch tensor, without importing torch
+            value = value.detach().cpu().numpy()
+        value = np.asarray(value)
+        if value.shape != shape_of(key):
+            raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, expected {shape_of(key)}")
+        loaded[key] = value
+    return loaded
+
+
 class BatchNorm1d:
     r"""Batch normalization over a 2D or 3D input, with exactly the semantics of ``torch.nn.BatchNorm1d``.
 
@@ -630,24 +659,9 @@ class BatchNorm1d:
         as it is). With ``strict``, missing or unexpected keys raise ``KeyError``; a wrong
         shape raises ``ValueError``. Nothing is changed unless everything loads.
         """
-        expected = set(self.state_dict())
-        given = set(state_dict)
-        missing, unexpected = sorted(expected - given), sorted(given - expected)
-        if strict and (missing or unexpected):
-            raise KeyError(
-                f"state_dict does not match this {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}"
-            )
-        loaded: dict[str, np.ndarray] = {}
-        for key in sorted(expected & given):
-            value = state_dict[key]
-            if hasattr(value, "detach"):  # a torch tensor, without importing torch
-                value = value.detach().cpu().numpy()
-            value = np.asarray(value)
-            want = () if key == "num_batches_tracked" else (self.num_features,)
-            if value.shape != want:
-                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, expected {want}")
-            loaded[key] = value
+        loaded = _load_arrays(
+            self, state_dict, strict, lambda key: () if key == "num_batches_tracked" else (self.num_features,)
+        )
         for key, value in loaded.items():
             if key == "num_batches_tracked":
                 self.num_batches_tracked = int(value)
@@ -843,22 +857,8 @@ class _PerExampleNorm:
         With ``strict``, missing or unexpected keys raise ``KeyError``; a wrong shape raises
         ``ValueError``. Nothing is changed unless everything loads.
         """
-        expected, given = set(self.state_dict()), set(state_dict)
-        missing, unexpected = sorted(expected - given), sorted(given - expected)
-        if strict and (missing or unexpected):
-            raise KeyError(
-                f"state_dict does not match this {type(self).__name__}: missing keys {missing}, "
-                f"unexpected keys {unexpected}"
-            )
-        loaded: dict[str, np.ndarray] = {}
-        for key in sorted(expected & given):
-            value = state_dict[key]
-            if hasattr(value, "detach"):  # a torch tensor, without importing torch
-                value = value.detach().cpu().numpy()
-            value = np.asarray(value)
-            if value.shape != self._param_shape:
-                raise ValueError(f"state_dict[{key!r}] has shape {value.shape}, expected {self._param_shape}")
-            loaded[key] = value.astype(self.dtype, copy=True)
+        loaded = _load_arrays(self, state_dict, strict, lambda key: self._param_shape)
+        loaded = {key: value.astype(self.dtype, copy=True) for key, value in loaded.items()}
         if "weight" in loaded:
             self.gamma = loaded["weight"]
         if "bias" in loaded:

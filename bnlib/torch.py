@@ -72,6 +72,25 @@ def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | 
     return scale, shift
 
 
+def _register_affine(module: nn.Module, shape: Any, affine: bool, bias: bool, factory: dict) -> None:
+    """Register ``weight`` and ``bias`` of ``shape`` on ``module``, as PyTorch's normalization layers do.
+
+    Without ``affine`` both are registered as ``None``; with ``affine`` but not ``bias``, only
+    ``bias`` is. :func:`_reset_affine` gives them their initial values.
+    """
+    weight = nn.Parameter(torch.empty(shape, **factory)) if affine else None
+    module.register_parameter("weight", weight)
+    module.register_parameter("bias", nn.Parameter(torch.empty(shape, **factory)) if affine and bias else None)
+
+
+def _reset_affine(module: nn.Module) -> None:
+    """``weight = 1``, ``bias = 0``, for those of the two that exist."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def _input_grad(
     xc: Tensor, dyc: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor,
     dbeta: Tensor, dgamma: Tensor, m: float, out: Tensor,
@@ -265,15 +284,7 @@ class BatchNorm1d(nn.Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_features, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_features, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_features, affine, bias, factory)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
@@ -296,10 +307,7 @@ class BatchNorm1d(nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics, and ``weight = 1``, ``bias = 0``."""
         self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (
@@ -1050,23 +1058,12 @@ class LayerNorm(nn.Module):
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, self.normalized_shape, elementwise_affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """``weight = 1``, ``bias = 0``."""
-        if self.elementwise_affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (
@@ -1183,23 +1180,12 @@ class GroupNorm(nn.Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_channels, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """``weight = 1``, ``bias = 0``."""
-        if self.affine:
-            nn.init.ones_(self.weight)
-            if self.bias is not None:
-                nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def extra_repr(self) -> str:
         return (
