@@ -20,7 +20,8 @@ Eight transfers, the fewest for a batch that does not fit in cache (the statisti
 complete before the first output can be written). The forward pass saves ``x``, ``mu`` and
 ``istd = 1/sqrt(var + eps)`` for the backward pass, and no tensor the size of ``x``
 besides ``x`` itself: ``x_hat`` is recomputed where it is needed, which costs arithmetic,
-not memory traffic.
+not memory traffic. Compiled, ``y`` and ``dx`` are written into memory from
+:func:`bnlib.torch.output_like` (``out=``), which on a CPU comes in huge pages.
 
 :func:`forward_train` and :func:`backward_train` are the two functions ``torch.compile`` sees;
 :class:`FusedBatchNormFunction` puts them under autograd, and :class:`BatchNorm1d` is
@@ -73,7 +74,7 @@ def batch_sums(*terms: Tensor) -> list[Tensor]:
 
 
 def forward_train(
-    x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float
+    x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     r"""Training-mode batch norm: :math:`y = \gamma\,(x - \mu_B)/\sqrt{\sigma_B^2 + \varepsilon} + \beta`.
 
@@ -82,9 +83,11 @@ def forward_train(
         gamma: ``(C,)`` or ``None`` (no scale).
         beta: ``(C,)`` or ``None`` (no shift).
         eps: added to the variance.
+        out: where to write ``y`` (like ``x``), or ``None`` for a new tensor. Compiled, the loop
+            that computes ``y`` stores straight into it.
 
     Returns:
-        ``(y, mu, var, istd)``: ``y`` like ``x``; the batch mean, the biased batch variance
+        ``(y, mu, var, istd)``: ``y`` like ``x`` (``out`` if given); the batch mean, the biased batch variance
         and :math:`1/\sqrt{\sigma_B^2+\varepsilon}`, each ``(C,)`` in the compute dtype.
     """
     xc = x.to(bnt.compute_dtype(x.dtype))
@@ -104,11 +107,11 @@ def forward_train(
         y = y * per_feature(gamma.to(xc.dtype), x)
     if beta is not None:
         y = y + per_feature(beta.to(xc.dtype), x)
-    return y.to(x.dtype), mu, var, istd
+    return _into(out, y.to(x.dtype)), mu, var, istd
 
 
 def backward_train(
-    dy: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor
+    dy: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""The backward pass of :func:`forward_train`, the compact formula of the chapter "The backward pass".
 
@@ -123,9 +126,10 @@ def backward_train(
         gamma: ``(C,)`` or ``None``.
         mu: the batch mean from :func:`forward_train`.
         istd: :math:`1/\sqrt{\sigma_B^2+\varepsilon}` from :func:`forward_train`.
+        out: where to write ``dx`` (like ``x``), or ``None`` for a new tensor.
 
     Returns:
-        ``(dx, dgamma, dbeta)``: ``dx`` like ``x``; ``dgamma`` and ``dbeta`` ``(C,)`` in the
+        ``(dx, dgamma, dbeta)``: ``dx`` like ``x`` (``out`` if given); ``dgamma`` and ``dbeta`` ``(C,)`` in the
         compute dtype.
     """
     m = x.numel() // x.shape[1]
@@ -134,7 +138,12 @@ def backward_train(
     dbeta, dgamma = batch_sums(dyc, dyc * x_hat)  # one loop over x and dy
     k = istd if gamma is None else gamma.to(mu.dtype) * istd
     dx = per_feature(k, x) * (dyc - per_feature(dbeta / m, x) - x_hat * per_feature(dgamma / m, x))
-    return dx.to(x.dtype), dgamma, dbeta
+    return _into(out, dx.to(x.dtype)), dgamma, dbeta
+
+
+def _into(out: Tensor | None, value: Tensor) -> Tensor:
+    """``value``, written into ``out`` when there is one (compiled, the write is the loop's own store)."""
+    return value if out is None else out.copy_(value)
 
 
 #: How many compiled versions of each function to keep (dtypes, ranks, and the size ranges
@@ -174,18 +183,25 @@ class FusedBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float, use_compiler: bool):
-        run = compile_once(forward_train) if use_compiler else forward_train
-        y, mu, var, istd = run(x, gamma, beta, eps)
+        if use_compiler:  # the output in memory from bnt.output_like: huge pages where the OS has them
+            y, mu, var, istd = compile_once(forward_train)(x, gamma, beta, eps, bnt.output_like(x))
+        else:
+            y, mu, var, istd = forward_train(x, gamma, beta, eps)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.use_compiler = use_compiler
         ctx.mark_non_differentiable(mu, var)
+        ctx.set_materialize_grads(False)  # no zero tensors made for mu's and var's gradients
         return y, mu, var
 
     @staticmethod
-    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
+    def backward(ctx: Any, dy: Tensor | None, _dmu: Tensor | None, _dvar: Tensor | None):
+        if dy is None:  # only mu or var was used: they are constants, so every gradient is zero
+            return None, None, None, None, None
         x, gamma, mu, istd = ctx.saved_tensors
-        run = compile_once(backward_train) if ctx.use_compiler else backward_train
-        dx, dgamma, dbeta = run(dy, x, gamma, mu, istd)
+        if ctx.use_compiler:
+            dx, dgamma, dbeta = compile_once(backward_train)(dy, x, gamma, mu, istd, bnt.output_like(x))
+        else:
+            dx, dgamma, dbeta = backward_train(dy, x, gamma, mu, istd)
         return (*bnt.needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None)
 
 

@@ -33,6 +33,7 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -45,6 +46,8 @@ __all__ = [
     "batch_dims",
     "per_feature",
     "needed_grads",
+    "HUGE_PAGE_BYTES",
+    "output_like",
 ]
 
 
@@ -54,8 +57,11 @@ def batch_dims(x: Tensor) -> list[int]:
 
 
 def per_feature(v: Tensor, x: Tensor) -> Tensor:
-    """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C)``, ``(1, C, 1)`` or ``(1, C, 1, 1)``."""
-    return v.view(1, -1, *[1] * (x.dim() - 2))
+    """Shape a ``(C,)`` vector to broadcast against ``x``: ``(1, C, 1)``, ``(1, C, 1, 1)``; ``v`` for ``(N, C)``.
+
+    (A ``(C,)`` vector already broadcasts along the rows of ``(N, C)``: no view, one call fewer.)
+    """
+    return v if x.dim() == 2 else v.view(1, -1, *[1] * (x.dim() - 2))
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -63,12 +69,40 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+#: Outputs of at least this many bytes on a CPU are allocated by NumPy (:func:`output_like`):
+#: NumPy asks Linux for huge pages for arrays from 4 MiB on.
+HUGE_PAGE_BYTES = 4 * 2**20
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
+def output_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """A new, uninitialised tensor of ``x``'s shape (contiguous) for a kernel to write its output into.
+
+    The first write to new memory costs more than the computation of batch norm itself on a
+    CPU: the operating system hands it over page by page, and PyTorch's allocator asks for
+    4 KiB pages (2 MiB ones only with ``THP_MEM_ALLOC_ENABLE=1``). NumPy asks Linux for 2 MiB
+    pages for arrays of :data:`HUGE_PAGE_BYTES` and more, a 512th as many page faults, so
+    large CPU outputs in float32, float64 or float16 are NumPy arrays seen as tensors
+    (``torch.from_numpy``, no copy). Like any tensor whose memory NumPy owns, their storage
+    cannot be resized in place. Everything else comes from ``torch.empty``.
+
+    Args:
+        x: the input the output is like.
+        dtype: the output's dtype. Default: ``x.dtype``
+    """
+    dtype = dtype or x.dtype
+    if x.device.type == "cpu" and dtype in _NUMPY_DTYPES and x.numel() * dtype.itemsize >= HUGE_PAGE_BYTES:
+        return torch.from_numpy(np.empty(tuple(x.shape), _NUMPY_DTYPES[dtype]))
+    return torch.empty(x.shape, dtype=dtype, device=x.device)
+
+
 def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
     r"""Per-feature ``(s, t)`` with :math:`\gamma\hat{x} + \beta = x s + t`:
     :math:`s = \gamma/\sqrt{\sigma^2+\varepsilon}`, :math:`t = \beta - \mu s` (``gamma``, ``beta``
     may be ``None``; computed in ``mu``'s dtype)."""
     scale = istd if gamma is None else gamma.to(mu.dtype) * istd
-    shift = -mu * scale if beta is None else beta.to(mu.dtype) - mu * scale
+    shift = -mu * scale if beta is None else torch.addcmul(beta.to(mu.dtype), mu, scale, value=-1)
     return scale, shift
 
 
@@ -105,8 +139,8 @@ def _input_grad(
     """
     k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
     # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
-    a = -k * dgamma * istd / m
-    b = -k * dbeta / m - a * mu
+    a = (k * dgamma).mul_(istd).div_(-m)  # -k * dgamma * istd / m
+    b = torch.addcmul((k * dbeta).div_(-m), a, mu, value=-1)  # -k * dbeta / m - a * mu
     torch.addcmul(per_feature(b, x), xc, per_feature(a, x), out=out)
     return out.addcmul_(dyc, per_feature(k, x)).to(x.dtype)
 
@@ -131,7 +165,8 @@ class BatchNormFunction(torch.autograd.Function):
 
     Each step is one PyTorch operation, which reads and writes whole tensors; new tensors the
     size of ``x`` are expensive (fresh memory), so the only ones made are ``y`` and ``dx``,
-    which also serve as scratch space before their final values are written.
+    which also serve as scratch space before their final values are written; both come from
+    :func:`output_like`, in huge pages where the operating system offers them.
     """
 
     @staticmethod
@@ -141,25 +176,28 @@ class BatchNormFunction(torch.autograd.Function):
         mu = xc.mean(dims)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)
-        y = xc - per_feature(mu, x)
+        y = torch.sub(xc, per_feature(mu, x), out=output_like(xc))
         var = y.square_().mean(dims)
-        istd = torch.rsqrt(var + eps)
+        istd = (var + eps).rsqrt_()
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=y)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.mark_non_differentiable(mu, var)
+        ctx.set_materialize_grads(False)  # no zero tensors made for mu's and var's gradients
         return y.to(x.dtype), mu, var
 
     @staticmethod
-    def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None):
+    def backward(ctx: Any, dy: Tensor | None, _dmu: Tensor | None, _dvar: Tensor | None):
+        if dy is None:  # only mu or var was used: they are constants, so every gradient is zero
+            return None, None, None, None
         x, gamma, mu, istd = ctx.saved_tensors
         dims = batch_dims(x)
         m = x.numel() // x.shape[1]
         xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
-        dx = xc - per_feature(mu, x)
+        dx = torch.sub(xc, per_feature(mu, x), out=output_like(xc))
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
             dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta, dgamma, m, out=dx)
@@ -207,7 +245,7 @@ class FrozenBatchNormFunction(torch.autograd.Function):
         xc = x.to(cdt)
         mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
         scale, shift = _scale_shift(mu, istd, gamma, beta)
-        y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
+        y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=output_like(xc))
         ctx.save_for_backward(x, gamma, mu, istd)
         return y.to(x.dtype)
 
@@ -219,7 +257,7 @@ class FrozenBatchNormFunction(torch.autograd.Function):
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
             k = istd if gamma is None else gamma.to(mu.dtype) * istd
-            dx = (dyc * per_feature(k, x)).to(x.dtype)
+            dx = torch.mul(dyc, per_feature(k, x), out=output_like(dyc)).to(x.dtype)
         if ctx.needs_input_grad[1]:
             x_hat = (x.to(mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
             dgamma = (dyc * x_hat).sum(dims).to(gamma.dtype)

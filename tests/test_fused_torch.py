@@ -57,3 +57,18 @@ def test_half_precision_input_uses_float32_statistics():
     assert y_ours.dtype == torch.float16
     torch.testing.assert_close(y_ours, y_ref, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(ours.running_var, ref.running_var)
+
+
+def test_compiled_passes_write_into_the_given_output(inductor_cache):
+    x, g = torch.randn(256, 8) * 2 + 3, torch.rand(8) + 0.5
+    dy = torch.randn_like(x)
+    y_out, dx_out = torch.empty_like(x), torch.empty_like(x)
+    explanation = torch._dynamo.explain(ft.forward_train)(x, g, g, 1e-5, y_out)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0, explanation.break_reasons
+    y, mu, _, istd = ft.compile_once(ft.forward_train)(x, g, g, 1e-5, y_out)
+    dx, _, _ = ft.compile_once(ft.backward_train)(dy, x, g, mu, istd, dx_out)
+    assert y.data_ptr() == y_out.data_ptr() and dx.data_ptr() == dx_out.data_ptr()
+    y_new, *_ = ft.forward_train(x, g, g, 1e-5)
+    dx_new, *_ = ft.backward_train(dy, x, g, mu, istd)
+    torch.testing.assert_close(y_out, y_new)
+    torch.testing.assert_close(dx_out, dx_new)

@@ -452,3 +452,45 @@ def test_cuda_half_precision_uses_float32_statistics():
     layer = bnt.BatchNorm1d(8, device="cuda")
     y = layer(torch.randn(32, 8, device="cuda", dtype=torch.float16))
     assert y.dtype == torch.float16 and layer.running_mean.dtype == torch.float32
+
+
+# -- output_like: new memory for the kernels' outputs -------------------------------------------
+
+
+def test_large_cpu_outputs_come_from_numpy_and_small_ones_from_torch():
+    rows = bnt.HUGE_PAGE_BYTES // (4 * 64)  # exactly the threshold in float32
+    large, small = torch.zeros(rows, 64), torch.zeros(rows - 1, 64)
+    out_large, out_small = bnt.output_like(large), bnt.output_like(small)
+    assert out_large.shape == large.shape and out_large.dtype == torch.float32 and out_large.is_contiguous()
+    # NumPy's memory cannot grow in place; torch's can: that tells the two allocators apart
+    with pytest.raises(RuntimeError, match="not resizable"):
+        out_large.untyped_storage().resize_(out_large.untyped_storage().nbytes() + 4)
+    out_small.untyped_storage().resize_(out_small.untyped_storage().nbytes() + 4)
+
+
+def test_output_like_takes_the_dtype_asked_for_and_bfloat16_from_torch():
+    x = torch.zeros(bnt.HUGE_PAGE_BYTES // 2, dtype=torch.float16)
+    assert bnt.output_like(x, torch.float32).dtype == torch.float32
+    assert bnt.output_like(x).dtype == torch.float16
+    assert bnt.output_like(x, torch.bfloat16).dtype == torch.bfloat16  # NumPy has no bfloat16
+
+
+def test_large_outputs_and_gradients_match_pytorch():
+    x = (torch.randn(bnt.HUGE_PAGE_BYTES // (4 * 32), 32) * 3 + 5).requires_grad_()
+    dy = torch.randn_like(x)
+    ours, ref = bnt.BatchNorm1d(32), nn.BatchNorm1d(32)
+    y_ours, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y_ours, y_ref, rtol=1e-5, atol=1e-5)
+    g_ours = torch.autograd.grad(y_ours, (x, ours.weight, ours.bias), dy)
+    g_ref = torch.autograd.grad(y_ref, (x, ref.weight, ref.bias), dy)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_only_mu_or_var_used_gives_zero_gradients():
+    x = torch.randn(16, 3, requires_grad=True)
+    _, mu, var = bnt.BatchNormFunction.apply(x, None, None, 1e-5)
+    assert not mu.requires_grad and not var.requires_grad
+    y, mu, _ = bnt.BatchNormFunction.apply(x, None, None, 1e-5)
+    (dx,) = torch.autograd.grad((y * 0).sum() + mu.sum(), x)
+    assert torch.count_nonzero(dx) == 0
