@@ -183,10 +183,9 @@ class FusedBatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float, use_compiler: bool):
-        if use_compiler:  # the output in memory from bnt.output_like: huge pages where the OS has them
-            y, mu, var, istd = compile_once(forward_train)(x, gamma, beta, eps, bnt.output_like(x))
-        else:
-            y, mu, var, istd = forward_train(x, gamma, beta, eps)
+        # Compiled, y is stored straight into memory from output_like (huge pages where the OS has them).
+        run, out = (compile_once(forward_train), bnt.output_like(x)) if use_compiler else (forward_train, None)
+        y, mu, var, istd = run(x, gamma, beta, eps, out)
         ctx.save_for_backward(x, gamma, mu, istd)
         ctx.use_compiler = use_compiler
         ctx.mark_non_differentiable(mu, var)
@@ -198,10 +197,8 @@ class FusedBatchNormFunction(torch.autograd.Function):
         if dy is None:  # only mu or var was used: they are constants, so every gradient is zero
             return None, None, None, None, None
         x, gamma, mu, istd = ctx.saved_tensors
-        if ctx.use_compiler:
-            dx, dgamma, dbeta = compile_once(backward_train)(dy, x, gamma, mu, istd, bnt.output_like(x))
-        else:
-            dx, dgamma, dbeta = backward_train(dy, x, gamma, mu, istd)
+        run, out = (compile_once(backward_train), bnt.output_like(x)) if ctx.use_compiler else (backward_train, None)
+        dx, dgamma, dbeta = run(dy, x, gamma, mu, istd, out)
         return (*bnt.needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None)
 
 
