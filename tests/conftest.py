@@ -10,8 +10,9 @@ import tempfile
 import pytest
 from hypothesis import settings
 
-# No example database in the checkout; no per-example deadline (the machine may be loaded).
-settings.register_profile("course", database=None, deadline=None)
+# No example database in the checkout; no per-example deadline (the machine may be loaded); a
+# failure prints the @reproduce_failure blob that replays it, since no database keeps it.
+settings.register_profile("course", database=None, deadline=None, print_blob=True)
 settings.load_profile("course")
 
 
