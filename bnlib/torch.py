@@ -76,6 +76,11 @@ HUGE_PAGE_BYTES = 4 * 2**20
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
+def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``: ``t`` itself when it already is (``Tensor.to`` is a call even then)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def output_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """A new, uninitialised tensor of ``x``'s shape (contiguous) for a kernel to write its output into.
 
@@ -92,17 +97,17 @@ def output_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         dtype: the output's dtype. Default: ``x.dtype``
     """
     dtype = dtype or x.dtype
-    if x.device.type == "cpu" and dtype in _NUMPY_DTYPES and x.numel() * dtype.itemsize >= HUGE_PAGE_BYTES:
+    if x.numel() * dtype.itemsize >= HUGE_PAGE_BYTES and x.device.type == "cpu" and dtype in _NUMPY_DTYPES:
         return torch.from_numpy(np.empty(tuple(x.shape), _NUMPY_DTYPES[dtype]))
-    return torch.empty(x.shape, dtype=dtype, device=x.device)
+    return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
 
 
 def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
     r"""Per-feature ``(s, t)`` with :math:`\gamma\hat{x} + \beta = x s + t`:
     :math:`s = \gamma/\sqrt{\sigma^2+\varepsilon}`, :math:`t = \beta - \mu s` (``gamma``, ``beta``
     may be ``None``; computed in ``mu``'s dtype)."""
-    scale = istd if gamma is None else gamma.to(mu.dtype) * istd
-    shift = -mu * scale if beta is None else torch.addcmul(beta.to(mu.dtype), mu, scale, value=-1)
+    scale = istd if gamma is None else cast(gamma, mu.dtype) * istd
+    shift = -mu * scale if beta is None else torch.addcmul(cast(beta, mu.dtype), mu, scale, value=-1)
     return scale, shift
 
 
@@ -126,23 +131,23 @@ def _reset_affine(module: nn.Module) -> None:
 
 
 def _input_grad(
-    xc: Tensor, dyc: Tensor, x: Tensor, gamma: Tensor | None, mu: Tensor, istd: Tensor,
+    xc: Tensor, dyc: Tensor, x: Tensor, k: Tensor, mu: Tensor, istd: Tensor,
     dbeta: Tensor, dgamma: Tensor, m: float, out: Tensor,
 ) -> Tensor:
     r"""``dx`` by the compact formula, from the two batch sums and the number of values ``m``.
 
     :math:`dx = k\,(dy - \tfrac{1}{m}\sum dy) - k\,\hat{x}\,\tfrac{1}{m}\sum dy\,\hat{x}` with
-    :math:`k = \gamma/\sqrt{\sigma^2+\varepsilon}`, ``dbeta`` :math:`= \sum dy` and ``dgamma``
-    :math:`= \sum dy\,\hat{x}`, rearranged as a multiply-add of ``dy`` and ``x`` written into ``out``
-    (scratch memory the size of ``x``). The sums may come from one process or from all of them
-    (:class:`SyncBatchNormFunction`): the formula is the same.
+    :math:`k = \gamma/\sqrt{\sigma^2+\varepsilon}` (the forward pass's scale), ``dbeta``
+    :math:`= \sum dy` and ``dgamma`` :math:`= \sum dy\,\hat{x}`, rearranged as a multiply-add of
+    ``dy`` and ``x`` written into ``out`` (scratch memory the size of ``x``). The sums may come
+    from one process or from all of them (:class:`SyncBatchNormFunction`): the formula is the same.
     """
-    k = istd if gamma is None else gamma.to(mu.dtype) * istd  # gamma / sqrt(var + eps)
     # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
-    a = (k * dgamma).mul_(istd).div_(-m)  # -k * dgamma * istd / m
-    b = torch.addcmul((k * dbeta).div_(-m), a, mu, value=-1)  # -k * dbeta / m - a * mu
+    k_m = k * (-1.0 / m)  # -k / m
+    a = (dgamma * istd).mul_(k_m)  # -k * dgamma * istd / m
+    b = torch.addcmul(k_m * dbeta, a, mu, value=-1)  # -k * dbeta / m - a * mu
     torch.addcmul(per_feature(b, x), xc, per_feature(a, x), out=out)
-    return out.addcmul_(dyc, per_feature(k, x)).to(x.dtype)
+    return cast(out.addcmul_(dyc, per_feature(k, x)), x.dtype)
 
 
 class BatchNormFunction(torch.autograd.Function):
@@ -171,7 +176,7 @@ class BatchNormFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
-        xc = x.to(compute_dtype(x.dtype))
+        xc = cast(x, compute_dtype(x.dtype))
         dims = batch_dims(x)
         mu = xc.mean(dims)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
@@ -182,30 +187,28 @@ class BatchNormFunction(torch.autograd.Function):
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=y)
-        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.save_for_backward(x, gamma, mu, istd, scale)  # scale is dx's k: not computed again
         ctx.mark_non_differentiable(mu, var)
         ctx.set_materialize_grads(False)  # no zero tensors made for mu's and var's gradients
-        return y.to(x.dtype), mu, var
+        return cast(y, x.dtype), mu, var
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor | None, _dmu: Tensor | None, _dvar: Tensor | None):
         if dy is None:  # only mu or var was used: they are constants, so every gradient is zero
             return None, None, None, None
-        x, gamma, mu, istd = ctx.saved_tensors
+        x, gamma, mu, istd, k = ctx.saved_tensors
         dims = batch_dims(x)
-        m = x.numel() // x.shape[1]
-        xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
+        m = float(x.numel() // x.shape[1])  # a float: an int scalar would be cast at every use
+        xc, dyc = cast(x, mu.dtype), cast(dy, mu.dtype)
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
         dx = torch.sub(xc, per_feature(mu, x), out=output_like(xc))
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
-            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta, dgamma, m, out=dx)
+            dx = _input_grad(xc, dyc, x, k, mu, istd, dbeta, dgamma, m, out=dx)
         else:
             dx = None
-        dgamma_out = dgamma.to(gamma.dtype) if ctx.needs_input_grad[1] else None
-        dbeta_out = dbeta.to(gamma.dtype if gamma is not None else x.dtype) if ctx.needs_input_grad[2] else None
-        return dx, dgamma_out, dbeta_out, None
+        return (*needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None)
 
 
 def needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: Tensor, dbeta: Tensor) -> tuple:
@@ -227,8 +230,8 @@ def needed_grads(ctx: Any, x: Tensor, gamma: Tensor | None, dx: Tensor, dgamma: 
     param_dtype = gamma.dtype if gamma is not None else x.dtype
     return (
         dx if ctx.needs_input_grad[0] else None,
-        dgamma.to(param_dtype) if ctx.needs_input_grad[1] else None,
-        dbeta.to(param_dtype) if ctx.needs_input_grad[2] else None,
+        cast(dgamma, param_dtype) if ctx.needs_input_grad[1] else None,
+        cast(dbeta, param_dtype) if ctx.needs_input_grad[2] else None,
     )
 
 
@@ -392,7 +395,9 @@ class BatchNorm1d(nn.Module):
         return m
 
     def _normalize_with_batch_stats(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The training-mode kernel: ``(y, mu, var)``. bnlib.fused_torch and bnlib.triton swap in others."""
+        """The training-mode kernel: ``(y, mu, var)``, ``mu`` and ``var`` not differentiable (the
+        running statistics are updated from them outside ``torch.no_grad``). bnlib.fused_torch and
+        bnlib.triton swap in others."""
         return BatchNormFunction.apply(x, self.weight, self.bias, self.eps)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -412,10 +417,11 @@ class BatchNorm1d(nn.Module):
             )
         y, mu, var = self._normalize_with_batch_stats(x)
         if self.training and self.track_running_stats:
-            with torch.no_grad():
-                self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
-                unbiased = var * (m / (m - 1))
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+            # new = old + factor * (batch - old), the batch's variance unbiased: m/(m-1) var = var + var/(m-1).
+            # (mu and var are not differentiable, so no graph is made.)
+            var = cast(var, self.running_var.dtype)
+            self.running_mean.lerp_(cast(mu, self.running_mean.dtype), factor)
+            self.running_var.lerp_(var, factor).add_(var, alpha=factor / (m - 1))
         return y
 
 
@@ -541,14 +547,14 @@ class SyncBatchNormFunction(torch.autograd.Function):
         istd = torch.rsqrt(var + eps)
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
-        ctx.save_for_backward(x, gamma, mu, istd)
+        ctx.save_for_backward(x, gamma, mu, istd, scale)
         ctx.m, ctx.group = m, group
         ctx.mark_non_differentiable(mu, var, whole.count)
         return y.to(x.dtype), mu, var, whole.count
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None, _dm: Tensor | None):
-        x, gamma, mu, istd = ctx.saved_tensors
+        x, gamma, mu, istd, k = ctx.saved_tensors
         dims = batch_dims(x)
         xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
         dbeta = dyc.sum(dims)  # this slice's sum dy
@@ -558,7 +564,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
             sums = torch.cat([dbeta, dgamma])
             dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=ctx.group)
             dbeta_all, dgamma_all = sums.chunk(2)
-            dx = _input_grad(xc, dyc, x, gamma, mu, istd, dbeta_all, dgamma_all, ctx.m, out=dx)
+            dx = _input_grad(xc, dyc, x, k, mu, istd, dbeta_all, dgamma_all, ctx.m, out=dx)
         return (*needed_grads(ctx, x, gamma, dx, dgamma, dbeta), None, None, None)
 
 

@@ -204,8 +204,20 @@ def test_full_sweep_spans_the_sizes_of_the_course():
     two_d = [s for s in shapes if len(s) == 2]
     assert min(s[0] for s in two_d) == 64 and max(s[0] for s in two_d) == 65536
     assert min(s[1] for s in two_d) == 16 and max(s[1] for s in two_d) == 4096
-    assert any(len(s) == 3 for s in shapes) and bench.GOAL_SHAPE in shapes
+    assert any(len(s) == 3 for s in shapes) and bench.GOAL_SHAPE in shapes and bench.SMALL_GOAL_SHAPE in shapes
     assert all(math.prod(s) <= 2**24 for s in shapes)
+
+
+def _report_of(shapes):
+    return {"results": [{"shape": list(s)} for s in shapes]}
+
+
+def test_plot_panels_leave_out_a_channel_count_measured_at_one_batch_size():
+    assert bench.panel_channels(_report_of(bench.FULL_SHAPES)) == [16, 256, 4096]
+
+
+def test_plot_panels_of_a_sweep_with_one_batch_size_per_channel_count_show_them_all():
+    assert bench.panel_channels(_report_of(bench.QUICK_SHAPES)) == [64, 256]
 
 
 def test_a_kernel_that_raises_is_reported_and_the_others_go_on():

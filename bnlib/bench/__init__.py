@@ -23,6 +23,7 @@ from bnlib.bench.core import (
     MODES,
     QUICK_SHAPES,
     REFERENCE,
+    SMALL_GOAL_SHAPE,
     SPREAD_LIMIT,
     CpuMeter,
     Kernel,
@@ -35,12 +36,12 @@ from bnlib.bench.core import (
     spread,
 )
 from bnlib.bench.kernels import builtin_kernels, module_kernel
-from bnlib.bench.report import AXES, benchmark_report, draw, format_table, plot
+from bnlib.bench.report import AXES, benchmark_report, draw, format_table, panel_channels, plot
 
-__all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE", "SPREAD_LIMIT",
-           "CpuMeter", "Kernel", "Result", "benchmark_report", "builtin_kernels", "bytes_moved", "copy_bandwidth",
-           "draw", "format_table", "machine_info", "main", "module_kernel", "noise_warnings", "plot", "run",
-           "spread"]
+__all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE",
+           "SMALL_GOAL_SHAPE", "SPREAD_LIMIT", "CpuMeter", "Kernel", "Result", "benchmark_report", "builtin_kernels",
+           "bytes_moved", "copy_bandwidth", "draw", "format_table", "machine_info", "main", "module_kernel",
+           "noise_warnings", "panel_channels", "plot", "run", "spread"]
 
 
 def __getattr__(name: str) -> Any:

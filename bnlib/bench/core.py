@@ -72,19 +72,22 @@ __all__ = [
 #: The shape the course's speed goals are stated at: 65,536 examples of 256 features.
 GOAL_SHAPE: tuple[int, ...] = (65536, 256)
 
-#: ``--quick``: a small batch, the goal shape and an ``(N, C, L)`` batch.
-QUICK_SHAPES: tuple[tuple[int, ...], ...] = ((1024, 64), GOAL_SHAPE, (32, 64, 256))
+#: The small batch the goal for per-call costs is stated at: 1,024 examples of 64 features.
+SMALL_GOAL_SHAPE: tuple[int, ...] = (1024, 64)
+
+#: ``--quick``: the small goal batch, the goal shape and an ``(N, C, L)`` batch.
+QUICK_SHAPES: tuple[tuple[int, ...], ...] = (SMALL_GOAL_SHAPE, GOAL_SHAPE, (32, 64, 256))
 
 
 def _full_shapes() -> tuple[tuple[int, ...], ...]:
-    """N from 64 to 65,536 and C from 16 to 4,096 (up to 2^24 elements), and (N, C, L) batches."""
+    """N from 64 to 65,536 and C from 16 to 4,096 (up to 2^24 elements), the small goal batch, and (N, C, L) batches."""
     two_d = [
         (n, c)
         for c in (16, 256, 4096)
         for n in (64, 256, 1024, 4096, 16384, 65536)
         if n * c <= 2**24
     ]
-    return tuple(two_d) + ((32, 64, 1024), (256, 256, 64), (16, 1024, 128))
+    return tuple(two_d) + (SMALL_GOAL_SHAPE, (32, 64, 1024), (256, 256, 64), (16, 1024, 128))
 
 
 #: The full sweep.

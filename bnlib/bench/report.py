@@ -202,8 +202,18 @@ def draw(ax: Any, report: dict[str, Any], key: str = "ratio", c: int = 256, mode
     ax.grid(True, which="both", alpha=0.3)
 
 
-def _channels(report: dict[str, Any]) -> list[int]:
-    return sorted({r["shape"][1] for r in report["results"] if len(r["shape"]) == 2})
+def panel_channels(report: dict[str, Any]) -> list[int]:
+    """The ``C`` of the report's ``(N, C)`` batches, one panel of :func:`plot` each.
+
+    Those measured at more than one ``N`` where there are any: in the full sweep, the small goal
+    batch's ``C`` would be a panel of one point. (``--quick`` measures every ``C`` at one ``N``.)
+    """
+    sizes: dict[int, set[int]] = {}
+    for r in report["results"]:
+        if len(r["shape"]) == 2:
+            sizes.setdefault(r["shape"][1], set()).add(r["shape"][0])
+    several = [c for c, ns in sizes.items() if len(ns) > 1]
+    return sorted(several or sizes)
 
 
 def plot(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
@@ -221,7 +231,7 @@ def plot(report: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    channels = _channels(report)
+    channels = panel_channels(report)
     for key in AXES:
         fig, axes = plt.subplots(1, len(channels), figsize=(4 * len(channels) + 1, 4), sharey=True, squeeze=False)
         for ax, c in zip(axes[0], channels, strict=True):

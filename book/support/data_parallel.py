@@ -62,7 +62,7 @@ SOURCES = (
     "support.experiments:evaluating",
     "bnlib.torch:Moments", "bnlib.torch:_all_gather_moments", "bnlib.torch:SyncBatchNormFunction",
     "bnlib.torch:SyncBatchNorm", "bnlib.torch:convert_sync_batchnorm", "bnlib.torch:BatchNorm1d",
-    "bnlib.torch:_scale_shift", "bnlib.torch:_input_grad", "bnlib.torch:needed_grads",
+    "bnlib.torch:_scale_shift", "bnlib.torch:_input_grad", "bnlib.torch:needed_grads", "bnlib.torch:cast",
 )
 REGENERATE = "cd book && ../.venv/bin/python -m support.data_parallel"
 
