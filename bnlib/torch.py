@@ -48,6 +48,7 @@ __all__ = [
     "needed_grads",
     "HUGE_PAGE_BYTES",
     "output_like",
+    "out_for",
 ]
 
 
@@ -97,9 +98,24 @@ def output_like(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
         dtype: the output's dtype. Default: ``x.dtype``
     """
     dtype = dtype or x.dtype
-    if x.numel() * dtype.itemsize >= HUGE_PAGE_BYTES and x.device.type == "cpu" and dtype in _NUMPY_DTYPES:
+    if _numpy_allocates(x, dtype):
         return torch.from_numpy(np.empty(tuple(x.shape), _NUMPY_DTYPES[dtype]))
     return torch.empty_like(x, dtype=dtype, memory_format=torch.contiguous_format)
+
+
+def _numpy_allocates(x: Tensor, dtype: torch.dtype) -> bool:
+    """Whether :func:`output_like` takes an output like ``x`` in ``dtype`` from NumPy."""
+    return x.numel() * dtype.itemsize >= HUGE_PAGE_BYTES and x.device.type == "cpu" and dtype in _NUMPY_DTYPES
+
+
+def out_for(x: Tensor) -> Tensor | None:
+    """``out=`` for an operation whose result is a new tensor like ``x``, in ``x``'s dtype.
+
+    :func:`output_like`'s memory where it differs from the operation's own; ``None`` (the
+    operation allocates, one call fewer) where they are the same contiguous ``torch.empty``:
+    for a contiguous ``x`` that NumPy would not allocate for.
+    """
+    return None if x.is_contiguous() and not _numpy_allocates(x, x.dtype) else output_like(x)
 
 
 def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -181,7 +197,7 @@ class BatchNormFunction(torch.autograd.Function):
         mu = xc.mean(dims)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)
-        y = torch.sub(xc, per_feature(mu, x), out=output_like(xc))
+        y = torch.sub(xc, per_feature(mu, x), out=out_for(xc))
         var = y.square_().mean(dims)
         istd = (var + eps).rsqrt_()
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
@@ -202,7 +218,7 @@ class BatchNormFunction(torch.autograd.Function):
         xc, dyc = cast(x, mu.dtype), cast(dy, mu.dtype)
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
-        dx = torch.sub(xc, per_feature(mu, x), out=output_like(xc))
+        dx = torch.sub(xc, per_feature(mu, x), out=out_for(xc))
         dgamma = dx.mul_(dyc).sum(dims) * istd
         if ctx.needs_input_grad[0]:
             dx = _input_grad(xc, dyc, x, k, mu, istd, dbeta, dgamma, m, out=dx)
@@ -402,26 +418,27 @@ class BatchNorm1d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalize ``x``, ``(N, C)`` or ``(N, C, L)``, on ``x``'s device."""
-        batch_stats = self.training or self.running_mean is None
+        # Each buffer is looked up once: self.running_mean is a call of nn.Module.__getattr__.
+        running_mean, running_var = self.running_mean, self.running_var
+        batch_stats = self.training or running_mean is None
         m = self._check_input(x, batch_stats)
         # -- all checks passed: from here on, state may change --------------------------------
+        update = self.training and self.track_running_stats
         factor = 0.0
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        if update:
+            count = self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(count) if self.momentum is None else self.momentum
         if m == 0:  # empty batch: empty output, statistics untouched (as PyTorch)
             return x.clone()
         if not batch_stats:
-            return FrozenBatchNormFunction.apply(
-                x, self.weight, self.bias, self.running_mean, self.running_var, self.eps
-            )
+            return FrozenBatchNormFunction.apply(x, self.weight, self.bias, running_mean, running_var, self.eps)
         y, mu, var = self._normalize_with_batch_stats(x)
-        if self.training and self.track_running_stats:
+        if update:
             # new = old + factor * (batch - old), the batch's variance unbiased: m/(m-1) var = var + var/(m-1).
             # (mu and var are not differentiable, so no graph is made.)
-            var = cast(var, self.running_var.dtype)
-            self.running_mean.lerp_(cast(mu, self.running_mean.dtype), factor)
-            self.running_var.lerp_(var, factor).add_(var, alpha=factor / (m - 1))
+            var = cast(var, running_var.dtype)
+            running_mean.lerp_(cast(mu, running_mean.dtype), factor)
+            running_var.lerp_(var, factor).add_(var, alpha=factor / (m - 1))
         return y
 
 

@@ -468,6 +468,16 @@ def test_large_cpu_outputs_come_from_numpy_and_small_ones_from_torch():
     out_small.untyped_storage().resize_(out_small.untyped_storage().nbytes() + 4)
 
 
+def test_out_for_leaves_small_contiguous_outputs_to_the_operation_and_gives_the_rest_memory():
+    rows = bnt.HUGE_PAGE_BYTES // (4 * 64)
+    assert bnt.out_for(torch.zeros(rows - 1, 64)) is None  # the operation's own torch.empty: one call fewer
+    large = bnt.out_for(torch.zeros(rows, 64))
+    with pytest.raises(RuntimeError, match="not resizable"):  # NumPy's huge pages, as output_like's
+        large.untyped_storage().resize_(large.untyped_storage().nbytes() + 4)
+    strided = bnt.out_for(torch.zeros(64, 8).t())  # an operation would copy the input's strides: asked contiguous
+    assert strided.shape == (8, 64) and strided.is_contiguous()
+
+
 def test_output_like_takes_the_dtype_asked_for_and_bfloat16_from_torch():
     x = torch.zeros(bnt.HUGE_PAGE_BYTES // 2, dtype=torch.float16)
     assert bnt.output_like(x, torch.float32).dtype == torch.float32
