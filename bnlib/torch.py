@@ -49,6 +49,8 @@ __all__ = [
     "HUGE_PAGE_BYTES",
     "output_like",
     "out_for",
+    "update_running_stats",
+    "cast",
 ]
 
 
@@ -116,6 +118,20 @@ def out_for(x: Tensor) -> Tensor | None:
     for a contiguous ``x`` that NumPy would not allocate for.
     """
     return None if x.is_contiguous() and not _numpy_allocates(x, x.dtype) else output_like(x)
+
+
+def update_running_stats(
+    running_mean: Tensor, running_var: Tensor, mu: Tensor, var: Tensor, m: float, factor: float
+) -> None:
+    r"""Move the running statistics towards the batch's, in place: ``new = old + factor * (batch - old)``.
+
+    The variance stored is the batch's unbiased one, :math:`\tfrac{m}{m-1}\sigma_B^2 = \sigma_B^2 +
+    \sigma_B^2/(m-1)`, added without a temporary. ``mu`` and ``var`` (the biased variance, ``m > 1``
+    values per feature) must not be differentiable: no graph is recorded for the buffers.
+    """
+    var = cast(var, running_var.dtype)
+    running_mean.lerp_(cast(mu, running_mean.dtype), factor)
+    running_var.lerp_(var, factor).add_(var, alpha=factor / (m - 1))
 
 
 def _scale_shift(mu: Tensor, istd: Tensor, gamma: Tensor | None, beta: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -434,11 +450,7 @@ class BatchNorm1d(nn.Module):
             return FrozenBatchNormFunction.apply(x, self.weight, self.bias, running_mean, running_var, self.eps)
         y, mu, var = self._normalize_with_batch_stats(x)
         if update:
-            # new = old + factor * (batch - old), the batch's variance unbiased: m/(m-1) var = var + var/(m-1).
-            # (mu and var are not differentiable, so no graph is made.)
-            var = cast(var, running_var.dtype)
-            running_mean.lerp_(cast(mu, running_mean.dtype), factor)
-            running_var.lerp_(var, factor).add_(var, alpha=factor / (m - 1))
+            update_running_stats(running_mean, running_var, mu, var, m, factor)
         return y
 
 
@@ -681,9 +693,7 @@ class SyncBatchNorm(BatchNorm1d):
                 self.num_batches_tracked.add_(1)
                 m = float(m)
             if m > 0:  # an empty batch (on every process) leaves the statistics as they were
-                with torch.no_grad():
-                    self.running_mean.lerp_(mu.to(self.running_mean.dtype), factor)
-                    self.running_var.lerp_((var * (m / (m - 1))).to(self.running_var.dtype), factor)
+                update_running_stats(self.running_mean, self.running_var, mu, var, m, factor)
         return y.reshape(x.shape)
 
 

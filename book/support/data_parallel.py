@@ -63,6 +63,7 @@ SOURCES = (
     "bnlib.torch:Moments", "bnlib.torch:_all_gather_moments", "bnlib.torch:SyncBatchNormFunction",
     "bnlib.torch:SyncBatchNorm", "bnlib.torch:convert_sync_batchnorm", "bnlib.torch:BatchNorm1d",
     "bnlib.torch:_scale_shift", "bnlib.torch:_input_grad", "bnlib.torch:needed_grads", "bnlib.torch:cast",
+    "bnlib.torch:update_running_stats",
 )
 REGENERATE = "cd book && ../.venv/bin/python -m support.data_parallel"
 
