@@ -55,6 +55,21 @@ def test_ratios_are_to_nn_batchnorm_in_the_same_run(quick):
             assert r["ratio"] == pytest.approx(r["seconds"] / ref["seconds"])
 
 
+def test_each_round_s_ratio_pairs_a_time_with_the_reference_s_in_that_round(quick):
+    results = quick["report"]["results"]
+    ref = {(tuple(q["shape"]), q["mode"]): q for q in results if q["kernel"] == "nn.BatchNorm1d"}
+    for r in results:
+        if r["seconds"] is None:
+            assert r["round_ratios"] is None
+            continue
+        rounds = ref[(tuple(r["shape"]), r["mode"])]["round_seconds"]
+        paired = [t / t_ref for t, t_ref in zip(r["round_seconds"], rounds, strict=True)]
+        assert r["round_ratios"] == pytest.approx(paired)
+        assert len(r["round_ratios"]) == quick["report"]["config"]["rounds"]
+        if r["kernel"] == "nn.BatchNorm1d":
+            assert r["round_ratios"] == [1.0] * len(rounds)
+
+
 def test_bandwidth_is_bytes_that_must_move_over_time(quick):
     report = quick["report"]
     measured = [r for r in report["results"] if r["seconds"] is not None]

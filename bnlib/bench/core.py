@@ -205,7 +205,10 @@ class Result:
 
     ``seconds`` is the median of ``round_seconds``, one time per round (each the median of
     that round's blocks); ``spread`` is :func:`spread` of the rounds; ``iqr`` the
-    interquartile range of the blocks of the median round.
+    interquartile range of the blocks of the median round. ``round_ratios`` pairs each
+    round's time with the reference's in the same round: a disturbance that lasts longer
+    than a round slows both and leaves their ratio, so the range of ``round_ratios`` is how
+    uncertain ``ratio`` is.
     """
 
     kernel: str
@@ -217,6 +220,7 @@ class Result:
     iqr: float | None = None
     runs: int = 0
     ratio: float | None = None
+    round_ratios: list[float] | None = None
     bandwidth: float | None = None  #: bytes that must move / seconds, in bytes per second
     roofline: float | None = None  #: bandwidth / copy bandwidth
     error: str | None = None
@@ -384,6 +388,7 @@ def run(
             say(f"{shape}: round {round_ + 1}/{rounds} done")
         for mode in modes:
             reference = None
+            reference_rounds = [m.median for m in measured.get((kernels[0].name, mode), [])]
             for k in kernels:
                 r = Result(k.name, shape, mode)
                 if (k.name, mode) in measured and k.name not in errors:
@@ -400,6 +405,8 @@ def run(
                         reference = r.seconds
                     if reference:
                         r.ratio = r.seconds / reference
+                    if kernels[0].name not in errors and len(reference_rounds) == len(r.round_seconds):
+                        r.round_ratios = [t / t_ref for t, t_ref in zip(r.round_seconds, reference_rounds, strict=True)]
                 else:
                     r.error = errors.get(k.name, "not measured")
                 results.append(r)
