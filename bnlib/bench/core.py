@@ -387,8 +387,9 @@ def run(
                     measured.setdefault((k.name, mode), []).append(m)
             say(f"{shape}: round {round_ + 1}/{rounds} done")
         for mode in modes:
-            reference = None
-            reference_rounds = [m.median for m in measured.get((kernels[0].name, mode), [])]
+            # the reference's rounds, for the ratios: none if it failed, and then no ratios
+            reference_rounds = [] if kernels[0].name in errors else [
+                m.median for m in measured.get((kernels[0].name, mode), [])]
             for k in kernels:
                 r = Result(k.name, shape, mode)
                 if (k.name, mode) in measured and k.name not in errors:
@@ -401,11 +402,8 @@ def run(
                     r.bandwidth = bytes_moved(shape, mode, x.element_size()) / r.seconds
                     if copy_bw:
                         r.roofline = r.bandwidth / copy_bw
-                    if reference is None and k is kernels[0]:
-                        reference = r.seconds
-                    if reference:
-                        r.ratio = r.seconds / reference
-                    if kernels[0].name not in errors and len(reference_rounds) == len(r.round_seconds):
+                    if reference_rounds:
+                        r.ratio = r.seconds / statistics.median(reference_rounds)
                         r.round_ratios = [t / t_ref for t, t_ref in zip(r.round_seconds, reference_rounds, strict=True)]
                 else:
                     r.error = errors.get(k.name, "not measured")
