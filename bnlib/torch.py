@@ -51,12 +51,16 @@ __all__ = [
     "out_for",
     "update_running_stats",
     "cast",
+    "constant",
 ]
 
 
-def batch_dims(x: Tensor) -> list[int]:
-    """The dimensions statistics are taken over: all but the feature dimension 1 (``[0]``, ``[0, 2]``, ...)."""
-    return [0, *range(2, x.dim())]
+def batch_dims(x: Tensor) -> int | list[int]:
+    """The dimensions statistics are taken over: all but the feature dimension 1 (``0``, ``[0, 2]``, ...).
+
+    (For ``(N, C)``, the int ``0``: PyTorch reads an int faster than a list, about 1.5 µs a call.)
+    """
+    return 0 if x.dim() == 2 else [0, *range(2, x.dim())]
 
 
 def per_feature(v: Tensor, x: Tensor) -> Tensor:
@@ -77,6 +81,21 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 HUGE_PAGE_BYTES = 4 * 2**20
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
+
+
+def constant(value: float, like: Tensor) -> Tensor:
+    """``value`` as a 0-dim tensor in ``like``'s dtype and on its device, made once and then reused.
+
+    An operation with a Python number wraps it in a new tensor at every call; with this one it
+    costs about 2 µs less on a CPU, which counts for small batches, where each operation's
+    fixed cost is most of its time. Nothing may write into it.
+    """
+    return _constant(value, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=256)
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -175,7 +194,7 @@ def _input_grad(
     from one process or from all of them (:class:`SyncBatchNormFunction`): the formula is the same.
     """
     # dx = k * (dy - dbeta/m) - k * dgamma/m * (x - mu) * istd = k * dy + a * x + b
-    k_m = k * (-1.0 / m)  # -k / m
+    k_m = k * constant(-1.0 / m, k)  # -k / m
     a = (dgamma * istd).mul_(k_m)  # -k * dgamma * istd / m
     b = torch.addcmul(k_m * dbeta, a, mu, value=-1)  # -k * dbeta / m - a * mu
     torch.addcmul(per_feature(b, x), xc, per_feature(a, x), out=out)
@@ -210,12 +229,13 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
         xc = cast(x, compute_dtype(x.dtype))
         dims = batch_dims(x)
-        mu = xc.mean(dims)
+        inv_m = constant(x.shape[1] / x.numel(), xc)  # 1/m
+        mu = xc.sum(dims).mul_(inv_m)  # the mean (Tensor.mean divides by a Python number)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)
         y = torch.sub(xc, per_feature(mu, x), out=out_for(xc))
-        var = y.square_().mean(dims)
-        istd = (var + eps).rsqrt_()
+        var = y.square_().sum(dims).mul_(inv_m)
+        istd = torch.add(var, constant(eps, var)).rsqrt_()
         # y = gamma * (x - mu) * istd + beta = x * scale + shift: one pass over x
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=y)
@@ -235,7 +255,7 @@ class BatchNormFunction(torch.autograd.Function):
         dbeta = dyc.sum(dims)  # sum_i dy_i
         # sum_i dy_i x_hat_i = istd * sum_i dy_i (x_i - mu), built in dx's memory
         dx = torch.sub(xc, per_feature(mu, x), out=out_for(xc))
-        dgamma = dx.mul_(dyc).sum(dims) * istd
+        dgamma = dx.mul_(dyc).sum(dims).mul_(istd)
         if ctx.needs_input_grad[0]:
             dx = _input_grad(xc, dyc, x, k, mu, istd, dbeta, dgamma, m, out=dx)
         else:

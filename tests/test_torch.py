@@ -454,6 +454,27 @@ def test_cuda_half_precision_uses_float32_statistics():
     assert y.dtype == torch.float16 and layer.running_mean.dtype == torch.float32
 
 
+# -- the small helpers the kernels share --------------------------------------------------------
+
+
+def test_batch_dims_are_every_dimension_but_the_features():
+    assert bnt.batch_dims(torch.zeros(4, 3)) == 0  # an int: read faster than [0]
+    assert bnt.batch_dims(torch.zeros(4, 3, 5)) == [0, 2]
+    assert bnt.batch_dims(torch.zeros(4, 3, 5, 6)) == [0, 2, 3]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_constant_is_a_zero_dim_tensor_like_its_model_made_once(dtype):
+    like = torch.zeros(3, dtype=dtype)
+    c = bnt.constant(0.1, like)
+    assert c.dim() == 0 and c.dtype == dtype and c.device == like.device
+    assert c.item() == torch.tensor(0.1, dtype=dtype).item()
+    assert bnt.constant(0.1, like) is c  # reused, not made again
+    assert bnt.constant(0.2, like) is not c and bnt.constant(0.1, like.double()).dtype == torch.float64
+    # with a dimensioned tensor of the same kind, the 0-dim constant never changes the result's dtype
+    assert (torch.ones(3, dtype=dtype) * bnt.constant(0.5, torch.zeros(1, dtype=torch.float64))).dtype == dtype
+
+
 # -- output_like: new memory for the kernels' outputs -------------------------------------------
 
 
