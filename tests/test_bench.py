@@ -161,8 +161,10 @@ def test_a_busy_process_during_the_run_is_reported():
             p.kill()
             p.wait()
     noise = report["noise"]
-    # The spinning processes alone keep about `cores` cores busy, whatever else the machine does.
-    assert noise["other_cores"] > cores / 2
+    # The spinning processes share the cores with the run's `cores` threads: at a fair share they
+    # keep cores * cores / (cores + threads) = cores / 2 busy. A quarter less leaves the scheduler room
+    # (at exactly cores / 2 the check failed now and then).
+    assert noise["other_cores"] > 0.75 * cores / 2
     assert any("cores busy during the run" in w for w in noise["warnings"])
     assert "WARNING:" in bench.format_table(report)
 
