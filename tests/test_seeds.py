@@ -8,7 +8,7 @@ import math
 import pytest
 
 from support import seeds
-from support.seeds import Spread, best_rate, by_seed, count, spread
+from support.seeds import Spread, ahead, best_rate, by_seed, count, level, spread
 
 
 def test_spread_prints_mean_and_sample_standard_deviation():
@@ -26,6 +26,16 @@ def test_spread_refuses_a_diverged_run_unless_told_what_it_stands_for():
     assert spread([0.9, math.nan, 0.8], diverged=0.1).values == (0.9, 0.1, 0.8)
     with pytest.raises(ValueError, match="no values"):
         spread([])
+
+
+def test_level_and_ahead_compare_means_against_the_larger_spread():
+    tight, wide = spread([0.90, 0.91, 0.92]), spread([0.88, 0.93, 0.98])  # sd 0.01 and 0.05
+    assert level(tight, wide) and level(wide, tight)  # 0.04 apart, less than 0.05
+    assert not ahead(wide, tight) and not ahead(tight, wide)
+    far = spread([0.80, 0.81, 0.82])  # 0.10 below tight, ten of its spreads
+    assert ahead(tight, far) and not ahead(far, tight) and not level(tight, far)
+    for a, b in [(tight, wide), (tight, far), (spread([0.5]), spread([0.5])), (spread([0.5]), spread([0.6]))]:
+        assert level(a, b) == (not ahead(a, b) and not ahead(b, a))
 
 
 def test_count_compares_seed_by_seed():

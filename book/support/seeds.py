@@ -25,7 +25,7 @@ import numpy as np
 
 from support import results
 
-__all__ = ["Spread", "spread", "count", "by_seed", "best_rate", "regenerate"]
+__all__ = ["Spread", "spread", "level", "ahead", "count", "by_seed", "best_rate", "regenerate"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,21 @@ def spread(values: Iterable[float], *, diverged: float | None = None) -> Spread:
                              f"runs): pass diverged= to say what they stand for")
         values = [diverged if math.isnan(v) else v for v in values]
     return Spread(tuple(values))
+
+
+def level(a: Spread, b: Spread) -> bool:
+    """Whether ``a`` and ``b`` are level: their means differ by no more than the larger of their spreads.
+
+    The book's rule for comparing results over seeds: a gap no larger than the standard
+    deviation between seeds is no difference, whichever mean is higher. Two results are
+    level exactly when neither is :func:`ahead` of the other.
+    """
+    return abs(a.mean - b.mean) <= max(a.sd, b.sd)
+
+
+def ahead(a: Spread, b: Spread) -> bool:
+    """Whether ``a``'s mean is above ``b``'s by more than the larger of their spreads (see :func:`level`)."""
+    return a.mean - b.mean > max(a.sd, b.sd)
 
 
 def count(condition: Callable[..., bool], *series: Sequence[float]) -> tuple[int, int]:
