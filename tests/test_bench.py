@@ -70,6 +70,25 @@ def test_each_round_s_ratio_pairs_a_time_with_the_reference_s_in_that_round(quic
             assert r["round_ratios"] == [1.0] * len(rounds)
 
 
+def test_each_round_s_roofline_pairs_a_bandwidth_with_the_copy_timed_in_that_round(quick):
+    report = quick["report"]
+    rounds = report["config"]["rounds"]
+    for r in report["results"]:
+        if r["seconds"] is None:
+            assert r["round_rooflines"] is None
+            continue
+        copies = r["round_copy_bandwidth"]
+        assert len(copies) == rounds and all(bw > 1e8 for bw in copies)
+        moved = bench.bytes_moved(r["shape"], r["mode"])
+        assert r["round_rooflines"] == pytest.approx([moved / t / bw for t, bw in zip(r["round_seconds"], copies,
+                                                                                   strict=True)])
+        assert report["copy_bandwidth"] >= max(copies)  # the machine's best copy includes those of the rounds
+    by_shape = {}
+    for r in report["results"]:  # one copy per round and shape, shared by every kernel there
+        if r["round_copy_bandwidth"]:
+            assert by_shape.setdefault(tuple(r["shape"]), r["round_copy_bandwidth"]) == r["round_copy_bandwidth"]
+
+
 def test_bandwidth_is_bytes_that_must_move_over_time(quick):
     report = quick["report"]
     measured = [r for r in report["results"] if r["seconds"] is not None]

@@ -160,13 +160,18 @@ def copy_bandwidth(
             the operating system hands over page by page on a CPU. Default: ``False``
     """
     threads = threads or torch.get_num_threads()
+    copy = _copy_timer(nbytes, threads, device, fresh)
+    rates = sorted(copy(min_run_time) for _ in range(rounds))
+    return rates[len(rates) // 2] if fresh else rates[-1]
+
+
+def _copy_timer(nbytes: int, threads: int, device: str, fresh: bool = False) -> Callable[[float], float]:
+    """A copy of ``nbytes`` ready to time: called with a time to spend, it returns bytes per second."""
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)
-    fn = src.clone if fresh else (lambda: dst.copy_(src))
-    times = sorted(_timer(fn, threads).blocked_autorange(min_run_time=min_run_time).median for _ in range(rounds))
-    seconds = times[len(times) // 2] if fresh else times[0]
-    return 2 * src.numel() * 4 / seconds
+    timer = _timer(src.clone if fresh else (lambda: dst.copy_(src)), threads)
+    return lambda min_run_time: 2 * src.numel() * 4 / timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 
@@ -208,7 +213,10 @@ class Result:
     interquartile range of the blocks of the median round. ``round_ratios`` pairs each
     round's time with the reference's in the same round: a disturbance that lasts longer
     than a round slows both and leaves their ratio, so the range of ``round_ratios`` is how
-    uncertain ``ratio`` is.
+    uncertain ``ratio`` is. ``round_rooflines`` pairs each round's bandwidth in the same way
+    with the copy bandwidth measured in that round (``round_copy_bandwidth``, the same for
+    every kernel at a shape): the fraction of what the memory gave at the time, where
+    ``roofline`` divides by the fastest copy of the whole run.
     """
 
     kernel: str
@@ -223,6 +231,8 @@ class Result:
     round_ratios: list[float] | None = None
     bandwidth: float | None = None  #: bytes that must move / seconds, in bytes per second
     roofline: float | None = None  #: bandwidth / copy bandwidth
+    round_copy_bandwidth: list[float] | None = None  #: bytes/s of a copy timed in each round
+    round_rooflines: list[float] | None = None  #: each round's bandwidth / that round's copy bandwidth
     error: str | None = None
 
 
@@ -330,7 +340,8 @@ def run(
     Each round's measurement is the median of ``Timer.blocked_autorange``'s blocks; the
     result is the median over the rounds, with their spread (:func:`spread`): the typical
     time, and how much the machine disturbed it. The fastest round alone would hide the
-    disturbance and flatter every kernel.
+    disturbance and flatter every kernel. With ``copy_bw``, each round at each shape also
+    times a copy (as :func:`copy_bandwidth`), for the rooflines of that round.
 
     The first kernel is the reference for the ratios (``nn.BatchNorm1d``). A kernel that
     raises gets an ``error`` and no time; the others go on.
@@ -352,6 +363,7 @@ def run(
     _compile_in_process()
     results: list[Result] = []
     say = progress or (lambda line: None)
+    copy = _copy_timer(64 * 2**20, threads, device) if copy_bw else None
     for shape in shapes:
         shape = tuple(int(s) for s in shape)
         generator = torch.Generator().manual_seed(seed)
@@ -372,7 +384,10 @@ def run(
                 errors[k.name] = f"{type(e).__name__}: {e}"
                 calls.pop(k.name, None)
         measured: dict[tuple[str, str], list[benchmark.Measurement]] = {}
+        copy_rounds: list[float] = []
         for round_ in range(rounds):
+            if copy:
+                copy_rounds.append(copy(min(min_run_time, 0.1)))
             for mode in modes:
                 for k in kernels:
                     if k.name not in calls:
@@ -402,6 +417,9 @@ def run(
                     r.bandwidth = bytes_moved(shape, mode, x.element_size()) / r.seconds
                     if copy_bw:
                         r.roofline = r.bandwidth / copy_bw
+                        r.round_copy_bandwidth = copy_rounds
+                        r.round_rooflines = [bytes_moved(shape, mode, x.element_size()) / t / bw
+                                             for t, bw in zip(r.round_seconds, copy_rounds, strict=True)]
                     if reference_rounds:
                         r.ratio = r.seconds / statistics.median(reference_rounds)
                         r.round_ratios = [t / t_ref for t, t_ref in zip(r.round_seconds, reference_rounds, strict=True)]

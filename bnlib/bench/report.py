@@ -56,11 +56,13 @@ def benchmark_report(
     started = time.perf_counter()
     results = run(
         kernels, shapes, modes, min_run_time=min_run_time, rounds=rounds, threads=threads,
-        device=device, progress=progress,
+        device=device, copy_bw=copy_bw, progress=progress,
     )
-    # The copy again, after the kernels: the fastest of all its rounds is the machine's. The
-    # copy into fresh memory is measured again too, and both are kept: it varies.
-    copy_bw = max(copy_bw, copy_bandwidth(threads=threads, device=device))
+    # The copy again, after the kernels: the fastest of all its rounds, these and those timed
+    # within the run, is the machine's. The copy into fresh memory is measured again too, and
+    # both are kept: it varies.
+    within = [bw for r in results for bw in (r.round_copy_bandwidth or [])]
+    copy_bw = max(copy_bw, copy_bandwidth(threads=threads, device=device), *within)
     fresh_bw_after = copy_bandwidth(threads=threads, device=device, fresh=True)
     for r in results:
         if r.bandwidth is not None:
