@@ -84,18 +84,24 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.flo
 
 
 def constant(value: float, like: Tensor) -> Tensor:
-    """``value`` as a 0-dim tensor in ``like``'s dtype and on its device, made once and then reused.
+    """``value`` as a 0-dim CPU tensor in ``like``'s dtype, made once and then reused.
 
     An operation with a Python number wraps it in a new tensor at every call; with this one it
     costs about 2 µs less on a CPU, which counts for small batches, where each operation's
-    fixed cost is most of its time. Nothing may write into it.
+    fixed cost is most of its time. The tensor is on the CPU whatever ``like``'s device: a 0-dim
+    CPU tensor enters a GPU operation as a number does, with no copy to the GPU. Nothing may
+    write into it. Under ``torch.compile`` a new one is made instead (the compiler does not
+    trace into a cache, and folds the number into its code anyway).
     """
-    return _constant(value, like.dtype, like.device)
+    if torch.compiler.is_compiling():
+        return torch.tensor(value, dtype=like.dtype)
+    return _constant(value, like.dtype)
 
 
 @functools.lru_cache(maxsize=256)
-def _constant(value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return torch.tensor(value, dtype=dtype, device=device)
+def _constant(value: float, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # a tensor made in inference mode could never be saved for backward
+        return torch.tensor(value, dtype=dtype)
 
 
 def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
@@ -229,7 +235,7 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float):
         xc = cast(x, compute_dtype(x.dtype))
         dims = batch_dims(x)
-        inv_m = constant(x.shape[1] / x.numel(), xc)  # 1/m
+        inv_m = constant(x.shape[1] / x.numel() if x.numel() else math.nan, xc)  # 1/m; an empty batch's mean is nan
         mu = xc.sum(dims).mul_(inv_m)  # the mean (Tensor.mean divides by a Python number)
         # The variance in two passes, the mean of squared deviations, built in y's memory.
         # (torch.var_mean does it in one, but over dimension 0 it is ~15x slower on CPU.)

@@ -30,10 +30,12 @@ def test_spread_refuses_a_diverged_run_unless_told_what_it_stands_for():
 
 def test_level_and_ahead_compare_means_against_the_larger_spread():
     tight, wide = spread([0.90, 0.91, 0.92]), spread([0.88, 0.93, 0.98])  # sd 0.01 and 0.05
-    assert level(tight, wide) and level(wide, tight)  # 0.04 apart, less than 0.05
+    assert level(tight, wide) and level(wide, tight)  # 0.02 apart, less than 0.05
     assert not ahead(wide, tight) and not ahead(tight, wide)
     far = spread([0.80, 0.81, 0.82])  # 0.10 below tight, ten of its spreads
     assert ahead(tight, far) and not ahead(far, tight) and not level(tight, far)
+    edge = spread([-1.0, 0.0, 1.0])  # sd exactly 1: a gap of exactly one spread is still level
+    assert level(spread([1.0]), edge) and not ahead(spread([1.0]), edge)
     for a, b in [(tight, wide), (tight, far), (spread([0.5]), spread([0.5])), (spread([0.5]), spread([0.6]))]:
         assert level(a, b) == (not ahead(a, b) and not ahead(b, a))
 

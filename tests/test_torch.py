@@ -464,15 +464,38 @@ def test_batch_dims_are_every_dimension_but_the_features():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
-def test_constant_is_a_zero_dim_tensor_like_its_model_made_once(dtype):
+def test_constant_is_a_zero_dim_cpu_tensor_in_its_model_s_dtype_made_once(dtype):
     like = torch.zeros(3, dtype=dtype)
     c = bnt.constant(0.1, like)
-    assert c.dim() == 0 and c.dtype == dtype and c.device == like.device
+    assert c.dim() == 0 and c.dtype == dtype and c.device.type == "cpu"
     assert c.item() == torch.tensor(0.1, dtype=dtype).item()
     assert bnt.constant(0.1, like) is c  # reused, not made again
     assert bnt.constant(0.2, like) is not c and bnt.constant(0.1, like.double()).dtype == torch.float64
-    # with a dimensioned tensor of the same kind, the 0-dim constant never changes the result's dtype
-    assert (torch.ones(3, dtype=dtype) * bnt.constant(0.5, torch.zeros(1, dtype=torch.float64))).dtype == dtype
+
+
+def test_a_step_of_the_layer_leaves_its_constants_as_they_were():
+    x, dy = torch.randn(24, 5, 3) * 2 + 1, torch.randn(24, 5, 3)
+    layer = bnt.BatchNorm1d(5)
+    x.requires_grad_(True)
+    layer(x).backward(dy)
+    m = 24 * 3
+    for value in (layer.eps, x.shape[1] / x.numel(), -1.0 / m):  # the numbers of the forward and backward passes
+        hits = bnt._constant.cache_info().hits
+        assert bnt.constant(value, x).item() == torch.tensor(value).item()
+        assert bnt._constant.cache_info().hits == hits + 1  # the very tensor the step used
+
+
+def test_a_constant_first_made_in_inference_mode_serves_autograd_later():
+    with torch.inference_mode():
+        bnt.constant(0.3712, torch.zeros(1))
+    w = torch.ones(3, requires_grad=True)
+    (w * bnt.constant(0.3712, torch.zeros(1))).sum().backward()  # an inference tensor could not be saved
+    torch.testing.assert_close(w.grad, torch.full((3,), 0.3712))
+
+
+def test_the_training_function_gives_nan_statistics_for_an_empty_batch_as_tensor_mean_does():
+    y, mu, var = bnt.BatchNormFunction.apply(torch.zeros(0, 4), None, None, 1e-5)
+    assert y.shape == (0, 4) and mu.isnan().all() and var.isnan().all()
 
 
 # -- output_like: new memory for the kernels' outputs -------------------------------------------

@@ -161,8 +161,8 @@ def copy_bandwidth(
     """
     threads = threads or torch.get_num_threads()
     copy = _copy_timer(nbytes, threads, device, fresh)
-    rates = sorted(copy(min_run_time) for _ in range(rounds))
-    return rates[len(rates) // 2] if fresh else rates[-1]
+    rates = [copy(min_run_time) for _ in range(rounds)]
+    return statistics.median(rates) if fresh else max(rates)
 
 
 def _copy_timer(nbytes: int, threads: int, device: str, fresh: bool = False) -> Callable[[float], float]:
