@@ -485,6 +485,14 @@ def test_a_step_of_the_layer_leaves_its_constants_as_they_were():
         assert bnt._constant.cache_info().hits == hits + 1  # the very tensor the step used
 
 
+def test_under_torch_compile_a_constant_is_made_fresh_not_taken_from_the_cache(monkeypatch):
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    hits, misses = bnt._constant.cache_info().hits, bnt._constant.cache_info().misses
+    c = bnt.constant(0.25, torch.zeros(1, dtype=torch.float64))
+    assert c.dim() == 0 and c.dtype == torch.float64 and c.item() == 0.25
+    assert bnt._constant.cache_info()[:2] == (hits, misses)  # the cache was not consulted
+
+
 def test_a_constant_first_made_in_inference_mode_serves_autograd_later():
     with torch.inference_mode():
         bnt.constant(0.3712, torch.zeros(1))

@@ -414,12 +414,12 @@ def run(
                     r.spread = spread(r.round_seconds)
                     r.iqr = sorted(rounds_measured, key=lambda m: m.median)[len(rounds_measured) // 2].iqr
                     r.runs = sum(len(m.times) * m.number_per_run for m in rounds_measured)
-                    r.bandwidth = bytes_moved(shape, mode, x.element_size()) / r.seconds
+                    moved = bytes_moved(shape, mode, x.element_size())
+                    r.bandwidth = moved / r.seconds
                     if copy_bw:
                         r.roofline = r.bandwidth / copy_bw
                         r.round_copy_bandwidth = copy_rounds
-                        r.round_rooflines = [bytes_moved(shape, mode, x.element_size()) / t / bw
-                                             for t, bw in zip(r.round_seconds, copy_rounds, strict=True)]
+                        r.round_rooflines = [moved / t / bw for t, bw in zip(r.round_seconds, copy_rounds, strict=True)]
                     if reference_rounds:
                         r.ratio = r.seconds / statistics.median(reference_rounds)
                         r.round_ratios = [t / t_ref for t, t_ref in zip(r.round_seconds, reference_rounds, strict=True)]
