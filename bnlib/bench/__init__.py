@@ -2,6 +2,8 @@
 
 One module per concern, each importing only those before it:
 
+- :mod:`bnlib.bench.memory`: where a run's fresh memory comes from (``--huge-pages``,
+  ``--reuse-memory``), the environment a run starts in;
 - :mod:`bnlib.bench.core`: what a measurement is (:class:`Kernel`, :class:`Result`, the timing
   rounds :func:`run`, the roofline's :func:`bytes_moved` and :func:`copy_bandwidth`, the
   machine, the shapes);

@@ -5,6 +5,7 @@ From the command line::
     python -m bnlib.bench --quick                # seconds: a few shapes
     python -m bnlib.bench                        # the full sweep (minutes)
     python -m bnlib.bench --student bn-torch.ipynb   # add your BatchNorm1d (a notebook or a .py)
+    python -m bnlib.bench --reuse-memory --shape 65536,256   # no fresh memory (bnlib.bench.memory)
 
 It prints a table and writes ``bench.json`` and plots into ``--out``. The chapter
 "Benchmarks" renders a full run's JSON. :mod:`bnlib.bench.student` loads and checks a
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bnlib.bench import student
+from bnlib.bench import memory, student
 from bnlib.bench.core import FULL_SHAPES, QUICK_SHAPES, REFERENCE
 from bnlib.bench.kernels import builtin_kernels
 from bnlib.bench.report import benchmark_report, format_table, plot
@@ -67,11 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--huge-pages", action="store_true",
                         help="run with THP_MEM_ALLOC_ENABLE=1: PyTorch's CPU allocator asks for 2 MiB pages, "
                              "which makes fresh memory much cheaper (for every kernel)")
+    parser.add_argument("--reuse-memory", action="store_true",
+                        help="run with glibc keeping freed memory for the process: a step's new tensors reuse "
+                             "the last step's memory, as on a GPU (for every kernel)")
     args = parser.parse_args(argv)
-    if args.huge_pages and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1":
-        # PyTorch reads the variable once, at its first allocation: run again in a new process.
+    env = memory.environment(os.environ, args.huge_pages, args.reuse_memory)
+    if env is not None:
+        # The C library and PyTorch read these variables once, when the process starts: run again in a new one.
         argv = list(sys.argv[1:] if argv is None else argv)
-        env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"}
         return subprocess.call([sys.executable, "-m", "bnlib.bench", *argv], env=env)
 
     device = args.device

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 import torch.utils.benchmark as benchmark
 
+from bnlib.bench import memory
+
 __all__ = [
     "FULL_SHAPES",
     "QUICK_SHAPES",
@@ -479,6 +481,8 @@ def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "transparent_hugepages": _read("/sys/kernel/mm/transparent_hugepage/enabled"),
         "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
+        "memory": memory.mode(),
         "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "git_commit": _git_commit(),
     }

@@ -153,7 +153,8 @@ def format_table(report: dict[str, Any]) -> str:
     fresh = report.get("fresh_copy_bandwidth")
     footer = [
         f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch threads; device {m['device']}"
-        + (f" ({m['gpu']})" if m.get("gpu") else ""),
+        + (f" ({m['gpu']})" if m.get("gpu") else "")
+        + (f"; fresh memory: {m['memory']}" if m.get("memory") else ""),
         f"torch {m['torch']}, numpy {m['numpy']}, python {m['python']}; {m['date']}; "
         f"load average {', '.join(f'{v:.2f}' for v in (m.get('load_average_before') or []))} before, "
         f"{', '.join(f'{v:.2f}' for v in (m.get('load_average_after') or []))} after",
