@@ -303,27 +303,28 @@ class FrozenBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, gamma, beta, mu, var, eps: float):
         cdt = compute_dtype(x.dtype)
-        xc = x.to(cdt)
-        mu, istd = mu.to(cdt, copy=True), torch.rsqrt(var.to(cdt) + eps)  # own copies: buffers change
+        xc = cast(x, cdt)
+        mu = mu.to(cdt, copy=True)  # its own copy: the buffer changes at the next training step
+        istd = torch.add(cast(var, cdt), constant(eps, mu)).rsqrt_()  # a new tensor: the buffer var is left as it is
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x), out=output_like(xc))
         ctx.save_for_backward(x, gamma, mu, istd)
-        return y.to(x.dtype)
+        return cast(y, x.dtype)
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor):
         x, gamma, mu, istd = ctx.saved_tensors
         dims = batch_dims(x)
-        dyc = dy.to(mu.dtype)
+        dyc = cast(dy, mu.dtype)
         dx = dgamma = dbeta = None
         if ctx.needs_input_grad[0]:
-            k = istd if gamma is None else gamma.to(mu.dtype) * istd
-            dx = torch.mul(dyc, per_feature(k, x), out=output_like(dyc)).to(x.dtype)
+            k = istd if gamma is None else cast(gamma, mu.dtype) * istd
+            dx = cast(torch.mul(dyc, per_feature(k, x), out=output_like(dyc)), x.dtype)
         if ctx.needs_input_grad[1]:
-            x_hat = (x.to(mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
-            dgamma = (dyc * x_hat).sum(dims).to(gamma.dtype)
+            x_hat = (cast(x, mu.dtype) - per_feature(mu, x)) * per_feature(istd, x)
+            dgamma = cast((dyc * x_hat).sum(dims), gamma.dtype)
         if ctx.needs_input_grad[2]:
-            dbeta = dyc.sum(dims).to(gamma.dtype if gamma is not None else x.dtype)
+            dbeta = cast(dyc.sum(dims), gamma.dtype if gamma is not None else x.dtype)
         return dx, dgamma, dbeta, None, None, None
 
 

@@ -63,7 +63,9 @@ SOURCES = (
     "bnlib.torch:Moments", "bnlib.torch:_all_gather_moments", "bnlib.torch:SyncBatchNormFunction",
     "bnlib.torch:SyncBatchNorm", "bnlib.torch:convert_sync_batchnorm", "bnlib.torch:BatchNorm1d",
     "bnlib.torch:_scale_shift", "bnlib.torch:_input_grad", "bnlib.torch:needed_grads", "bnlib.torch:cast",
-    "bnlib.torch:update_running_stats",
+    "bnlib.torch:update_running_stats", "bnlib.torch:BatchNormFunction", "bnlib.torch:FrozenBatchNormFunction",
+    "bnlib.torch:constant", "bnlib.torch:_constant", "bnlib.torch:output_like", "bnlib.torch:_numpy_allocates",
+    "bnlib.torch:out_for", "bnlib.torch:per_feature", "bnlib.torch:batch_dims", "bnlib.torch:compute_dtype",
 )
 REGENERATE = "cd book && ../.venv/bin/python -m support.data_parallel"
 
