@@ -33,6 +33,28 @@ def _shape(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
+def _forward(t: Trial, rng, f, name: str, shape: tuple[int, ...], extra: tuple = ()):
+    """Call ``f``, forward pass ``name``, on new inputs of ``shape`` (``extra``: its arguments before gamma).
+
+    ``x`` is one example per row for ``layernorm_forward`` and an image batch otherwise;
+    ``gamma`` and ``beta`` follow, drawn in that order. Returns ``(label, y, cache)``.
+    """
+    x = examples(rng, *shape) if name == "layernorm_forward" else nchw(rng, *shape)
+    gamma, beta = affine(rng, shape[1])
+    args = "".join(f"{a}, " for a in extra)
+    label = f"{name}(x, {args}gamma, beta, 1e-05) with x of shape {shape}"
+    y, cache = t.unpack(label, t.call(label, f, x, *extra, gamma, beta, 1e-5), 2, "(y, cache)")
+    return label, y, cache
+
+
+def _forward_outputs(t: Trial, rng, name: str, cases) -> None:
+    """Keep ``y`` of forward pass ``name`` for each case, ``(shape, extra arguments before gamma)``."""
+    f = t.fn(name)
+    for shape, extra in cases:
+        label, y, _ = _forward(t, rng, f, name, shape, extra)
+        t.array(f"y_{_shape(shape)}", y, f"y from {label}")
+
+
 # ---- BatchNorm2d ------------------------------------------------------------------------------
 
 
@@ -45,13 +67,7 @@ def _shape(shape: tuple[int, ...]) -> str:
     pure=True,
 )
 def _bn2d_forward_output(t: Trial, rng) -> None:
-    f = t.fn("batchnorm2d_forward_train")
-    for shape in _BN2D_SHAPES:
-        x = nchw(rng, *shape)
-        gamma, beta = affine(rng, shape[1])
-        label = f"batchnorm2d_forward_train(x, gamma, beta, 1e-05) with x of shape {shape}"
-        y, _ = t.unpack(label, t.call(label, f, x, gamma, beta, 1e-5), 2, "(y, cache)")
-        t.array(f"y_{_shape(shape)}", y, f"y from {label}")
+    _forward_outputs(t, rng, "batchnorm2d_forward_train", [(s, ()) for s in _BN2D_SHAPES])
 
 
 @scenario(
@@ -86,13 +102,7 @@ def _bn2d_forward_eps(t: Trial, rng) -> None:
     pure=True,
 )
 def _ln_forward_output(t: Trial, rng) -> None:
-    f = t.fn("layernorm_forward")
-    for shape in _LN_SHAPES:
-        x = examples(rng, *shape)
-        gamma, beta = affine(rng, shape[1])
-        label = f"layernorm_forward(x, gamma, beta, 1e-05) with x of shape {shape}"
-        y, _ = t.unpack(label, t.call(label, f, x, gamma, beta, 1e-5), 2, "(y, cache)")
-        t.array(f"y_{_shape(shape)}", y, f"y from {label}")
+    _forward_outputs(t, rng, "layernorm_forward", [(s, ()) for s in _LN_SHAPES])
 
 
 # ---- GroupNorm --------------------------------------------------------------------------------
@@ -107,13 +117,7 @@ def _ln_forward_output(t: Trial, rng) -> None:
     pure=True,
 )
 def _gn_forward_output(t: Trial, rng) -> None:
-    f = t.fn("groupnorm_forward")
-    for shape, groups in _GN_SHAPES:
-        x = nchw(rng, *shape)
-        gamma, beta = affine(rng, shape[1])
-        label = f"groupnorm_forward(x, {groups}, gamma, beta, 1e-05) with x of shape {shape}"
-        y, _ = t.unpack(label, t.call(label, f, x, groups, gamma, beta, 1e-5), 2, "(y, cache)")
-        t.array(f"y_{_shape(shape)}", y, f"y from {label}")
+    _forward_outputs(t, rng, "groupnorm_forward", [(s, (g,)) for s, g in _GN_SHAPES])
 
 
 # ---- the backward passes ----------------------------------------------------------------------
@@ -134,20 +138,13 @@ _DX = {
 }
 
 
-def _inputs(rng, norm: str, shape: tuple[int, ...]):
-    x = examples(rng, *shape) if norm == "ln" else nchw(rng, *shape)
-    return x, *affine(rng, shape[1]), rng.normal(0, 1, shape)
-
-
 def _backward(t: Trial, rng, norm: str, keep: str) -> None:
     """Forward with the student's forward pass, then keep gradient ``keep`` of its backward pass."""
     fwd_name, bwd_name, cases, _ = _NORMS[norm]
     fwd, bwd = t.fn(fwd_name), t.fn(bwd_name)
     for shape, extra in cases:
-        x, gamma, beta, dy = _inputs(rng, norm, shape)
-        args = "".join(f"{a}, " for a in extra)
-        label = f"{fwd_name}(x, {args}gamma, beta, 1e-05) with x of shape {shape}"
-        y, cache = t.unpack(label, t.call(label, fwd, x, *extra, gamma, beta, 1e-5), 2, "(y, cache)")
+        label, y, cache = _forward(t, rng, fwd, fwd_name, shape, extra)
+        dy = rng.normal(0, 1, shape)
         t.array(f"diag_y_{_shape(shape)}", y, f"y from {label}")
         blabel = f"{bwd_name}(dy, cache) for that cache and a random dy"
         dx, dgamma, dbeta = t.unpack(blabel, t.call(blabel, bwd, dy, cache), 3, "(dx, dgamma, dbeta)")
