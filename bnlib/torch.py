@@ -591,7 +591,7 @@ class SyncBatchNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, gamma: Tensor | None, beta: Tensor | None, eps: float,
                 group: Any, world_size: int):
-        xc = x.to(compute_dtype(x.dtype))
+        xc = cast(x, compute_dtype(x.dtype))
         whole = functools.reduce(Moments.merge, _all_gather_moments(Moments.of(xc), group, world_size))
         m = float(whole.count)
         if m == 1:  # every process sees the same count, so all of them raise here together
@@ -600,19 +600,19 @@ class SyncBatchNormFunction(torch.autograd.Function):
                 f"{world_size} processes (input size {tuple(x.shape)} on this one)"
             )
         mu, var = whole.mean, whole.m2 / m
-        istd = torch.rsqrt(var + eps)
+        istd = torch.add(var, constant(eps, var)).rsqrt_()
         scale, shift = _scale_shift(mu, istd, gamma, beta)
         y = torch.addcmul(per_feature(shift, x), xc, per_feature(scale, x))
         ctx.save_for_backward(x, gamma, mu, istd, scale)
         ctx.m, ctx.group = m, group
         ctx.mark_non_differentiable(mu, var, whole.count)
-        return y.to(x.dtype), mu, var, whole.count
+        return cast(y, x.dtype), mu, var, whole.count
 
     @staticmethod
     def backward(ctx: Any, dy: Tensor, _dmu: Tensor | None, _dvar: Tensor | None, _dm: Tensor | None):
         x, gamma, mu, istd, k = ctx.saved_tensors
         dims = batch_dims(x)
-        xc, dyc = x.to(mu.dtype), dy.to(mu.dtype)
+        xc, dyc = cast(x, mu.dtype), cast(dy, mu.dtype)
         dbeta = dyc.sum(dims)  # this slice's sum dy
         dx = xc - per_feature(mu, x)
         dgamma = dx.mul_(dyc).sum(dims) * istd  # this slice's sum dy x_hat
