@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bnlib import bench
+from bnlib.bench import memory as bench_memory
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -32,6 +33,12 @@ def quick(tmp_path_factory, inductor_cache):
         code = bench.main(["--quick", "--min-run-time", "0.02", "--out", str(out)])
     assert code == 0
     return {"out": out, "printed": printed.getvalue(), "report": json.loads((out / "bench.json").read_text())}
+
+
+def test_the_table_and_the_json_name_the_memory_mode_of_the_run(quick):
+    this = bench_memory.mode()  # "default" unless the tests run with one of its variables set
+    assert quick["report"]["machine"]["memory"] == this
+    assert f"fresh memory: {this}" in quick["printed"]
 
 
 def test_quick_mode_times_every_kernel_at_every_shape_and_mode(quick):

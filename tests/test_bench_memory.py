@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -36,6 +37,18 @@ def test_an_environment_that_already_has_the_options_needs_no_new_one():
     assert memory.mode(environ) == "huge pages, memory reused"
 
 
+def test_a_later_tunable_of_the_users_overrides_ours():
+    assert memory.mode({"GLIBC_TUNABLES": f"{REUSE}:glibc.malloc.trim_threshold=131072"}) == "default"
+
+
+def test_reuse_is_refused_and_never_reported_where_the_c_library_is_not_glibc(monkeypatch):
+    monkeypatch.setattr(memory, "_glibc", lambda: False)
+    with pytest.raises(memory.ReuseUnavailable, match="needs glibc"):
+        memory.environment({}, huge_pages=False, reuse_memory=True)
+    assert memory.mode({"GLIBC_TUNABLES": REUSE}) == "default"
+    assert memory.environment({}, huge_pages=True, reuse_memory=False) == memory.HUGE_PAGES
+
+
 def test_half_of_the_tunables_is_not_reuse():
     assert memory.mode({"GLIBC_TUNABLES": REUSE.split(":")[0]}) == "default"
     assert memory.mode({"THP_MEM_ALLOC_ENABLE": "1"}) == "huge pages"
@@ -52,7 +65,29 @@ def test_the_command_runs_again_in_a_process_with_the_environment(monkeypatch, f
     [(cmd, env)] = calls
     assert cmd == [sys.executable, "-m", "bnlib.bench", flag, "--quick", "--no-plots"]
     assert env[variable] == {**memory.HUGE_PAGES, **memory.REUSE_MEMORY}[variable]
-    assert env["PATH"] == os.environ["PATH"]
+    assert env["PATH"] == os.environ["PATH"] and env[memory.RERUN] == "1"
+
+
+def _no_rerun(cmd, env):
+    raise AssertionError(f"ran again: {cmd}")
+
+
+def test_a_process_that_already_has_the_environment_runs_the_benchmark_itself(monkeypatch, capsys):
+    monkeypatch.setenv("GLIBC_TUNABLES", REUSE)
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")
+    monkeypatch.setattr(cli.subprocess, "call", _no_rerun)
+    with pytest.raises(SystemExit):  # --threads 0 is refused after the decision to run again or not
+        cli.main(["--huge-pages", "--reuse-memory", "--threads", "0"])
+    assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_a_run_started_again_never_starts_a_third(monkeypatch, capsys):
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setenv(memory.RERUN, "1")  # as if a wrapper had removed the tunables on the way
+    monkeypatch.setattr(cli.subprocess, "call", _no_rerun)
+    with pytest.raises(SystemExit):
+        cli.main(["--reuse-memory", "--quick"])
+    assert "the environment still lacks it" in capsys.readouterr().err
 
 
 # What the variables do: a freed 64 MiB tensor goes back to the operating system, or stays.
@@ -74,9 +109,13 @@ def _free_a_tensor(env: dict[str, str]) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident memory from Linux's /proc")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or not os.path.exists("/proc/self/statm"),
+                    reason="glibc's malloc, and the resident memory from Linux's /proc")
 def test_reused_memory_keeps_a_freed_tensor_for_the_process_and_the_default_gives_it_back():
-    base = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE")}
+    # Without anything else that changes malloc: other tunables, MALLOC_* variables, a preloaded allocator.
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", memory.RERUN)
+            and not k.startswith("MALLOC_")}
     default = _free_a_tensor(base)
     reused = _free_a_tensor(memory.environment(base, huge_pages=False, reuse_memory=True))
     assert default == {"released_mib": pytest.approx(64, abs=8), "memory": "default"}

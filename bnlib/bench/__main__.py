@@ -72,11 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run with glibc keeping freed memory for the process: a step's new tensors reuse "
                              "the last step's memory, as on a GPU (for every kernel)")
     args = parser.parse_args(argv)
-    env = memory.environment(os.environ, args.huge_pages, args.reuse_memory)
+    try:
+        env = memory.environment(os.environ, args.huge_pages, args.reuse_memory)
+    except memory.ReuseUnavailable as e:
+        parser.error(str(e))
     if env is not None:
         # The C library and PyTorch read these variables once, when the process starts: run again in a new one.
+        if os.environ.get(memory.RERUN):
+            parser.error(f"started again for {memory.mode(env)}, the environment still lacks it: something "
+                         f"between here and Python removed it (a wrapper of {sys.executable}?)")
         argv = list(sys.argv[1:] if argv is None else argv)
-        return subprocess.call([sys.executable, "-m", "bnlib.bench", *argv], env=env)
+        return subprocess.call([sys.executable, "-m", "bnlib.bench", *argv], env={**env, memory.RERUN: "1"})
 
     device = args.device
     if device == "auto":

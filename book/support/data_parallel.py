@@ -66,6 +66,7 @@ SOURCES = (
     "bnlib.torch:update_running_stats", "bnlib.torch:BatchNormFunction", "bnlib.torch:FrozenBatchNormFunction",
     "bnlib.torch:constant", "bnlib.torch:_constant", "bnlib.torch:output_like", "bnlib.torch:_numpy_allocates",
     "bnlib.torch:out_for", "bnlib.torch:per_feature", "bnlib.torch:batch_dims", "bnlib.torch:compute_dtype",
+    "bnlib.torch:_register_affine", "bnlib.torch:_reset_affine",
 )
 REGENERATE = "cd book && ../.venv/bin/python -m support.data_parallel"
 
