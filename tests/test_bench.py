@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from bnlib import bench
+from bnlib.bench import core as bench_core
 from bnlib.bench import memory as bench_memory
+from bnlib.bench import report as bench_report
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
@@ -143,6 +145,30 @@ def test_a_loaded_machine_is_named_and_one_thread_is_suggested():
     assert bench.noise_warnings(cores=2, threads=1, load_before=1.0, other_cores=1.2) == []
     (alone,) = bench.noise_warnings(cores=2, threads=1, other_cores=1.8)
     assert "--threads" not in alone
+
+
+def test_a_copy_that_changes_between_rounds_is_named_as_the_memory_not_the_load():
+    copies = [("1024×64", 0.05), ("65536×256", 0.4), ("16384×256", 0.2)]
+    (warning,) = bench.noise_warnings(cores=2, threads=2, load_before=0.1, other_cores=0.02, copy_spreads=copies)
+    assert "2 of 3 shapes" in warning and "40%, at 65536×256" in warning
+    assert "memory bandwidth itself changed" in warning and "round by round" in warning
+    steady = [("1024×64", 0.05), ("65536×256", bench.SPREAD_LIMIT)]
+    assert bench.noise_warnings(cores=2, threads=2, copy_spreads=steady) == []
+
+
+def test_the_report_takes_the_copy_spread_from_each_shapes_rounds(monkeypatch):
+    # Each round's copy is a third slower than the one before: 1, 1.5, 2.25 seconds' worth of bytes.
+    rates = iter([3.0, 2.0, 4 / 3] * 2)
+    monkeypatch.setattr(bench_core, "_copy_timer", lambda *a, **k: lambda min_run_time: next(rates))
+    monkeypatch.setattr(bench_core, "copy_bandwidth", lambda **k: 3.0)
+    monkeypatch.setattr(bench_report, "copy_bandwidth", lambda **k: 3.0)
+    report = bench.benchmark_report([bench.Kernel("noop", "", lambda x, dy, t: (lambda: None, lambda: None))],
+                                    [(8, 2), (4, 2)], modes=["forward"], min_run_time=0.001, rounds=3)
+    expected = bench.spread([3.0, 2.0, 4 / 3])
+    assert report["noise"]["max_copy_spread"] == pytest.approx(expected)
+    (warning,) = [w for w in report["noise"]["warnings"] if "memory bandwidth itself" in w]
+    assert "2 of 2 shapes" in warning
+    assert f"WARNING: {warning}" in bench.format_table(report)
 
 
 def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():

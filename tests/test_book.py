@@ -318,7 +318,9 @@ def test_every_page_renders_in_chromium(book_build, site):
                 failures.append(f"{rel}: no logo in the sidebar")
             links.update(report["links"])
             icons.update(report["icons"])
-            page.screenshot(path=str(ARTIFACTS / (rel.replace("/", "__") + ".png")), full_page=True)
+            # JPEG: a tall page's PNG takes about twice as long to encode, for nothing a reader sees
+            page.screenshot(path=str(ARTIFACTS / (rel.replace("/", "__") + ".jpg")), full_page=True,
+                            type="jpeg", quality=80)
             page.close()
             # after the screenshot: a request that fails late (a font, a lazy image) counts too
             if errors:
@@ -345,7 +347,7 @@ def test_every_page_renders_in_chromium(book_build, site):
             if unquote(parts.fragment) not in ids:
                 broken.append(url)
     assert not broken, f"internal links that do not resolve: {broken[:20]}"
-    shots = list(ARTIFACTS.glob("*.png"))
+    shots = list(ARTIFACTS.glob("*.jpg"))
     assert len(shots) >= len(chapter_names()), "a screenshot is missing"
     # the favicon every page declares is one file, a real icon with a 16 px image
     assert len(icons) == 1, f"the pages declare different favicons: {sorted(icons)}"

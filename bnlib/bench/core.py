@@ -286,6 +286,7 @@ def noise_warnings(
     load_before: float | None = None,
     other_cores: float | None = None,
     spreads: Sequence[tuple[str, float]] = (),
+    copy_spreads: Sequence[tuple[str, float]] = (),
 ) -> list[str]:
     """What makes a run's numbers doubtful, one sentence each; ``[]`` for a quiet run.
 
@@ -295,6 +296,9 @@ def noise_warnings(
         load_before: the 1-minute load average before the run (other processes only). Default: ``None``
         other_cores: cores other processes kept busy during the run (:class:`CpuMeter`). Default: ``None``
         spreads: ``(what, spread)`` for each measurement: flagged above :data:`SPREAD_LIMIT`. Default: none
+        copy_spreads: ``(shape, spread)`` of the copy timed at the start of each round at each
+            shape, flagged above :data:`SPREAD_LIMIT`: the same 64 MiB copy at every shape, so
+            its rounds differ only where the machine's memory bandwidth changed. Default: none
     """
     warnings = []
     room = cores - threads + LOAD_MARGIN
@@ -313,6 +317,15 @@ def noise_warnings(
         warnings.append(f"{len(noisy)} of {len(spreads)} measurements differ by more than {SPREAD_LIMIT:.0%} "
                         f"between rounds (the most: {worst[0]}, {worst[1]:.0%}): the machine was disturbed, "
                         f"and their medians are uncertain by as much.")
+    unsteady = [(what, s) for what, s in copy_spreads if s > SPREAD_LIMIT]
+    if unsteady:
+        worst = max(unsteady, key=lambda p: p[1])
+        warnings.append(f"the copy timed at the start of each round differed by more than {SPREAD_LIMIT:.0%} "
+                        f"between rounds at {len(unsteady)} of {len(copy_spreads)} shapes (the most: "
+                        f"{worst[1]:.0%}, at {worst[0]}): the memory bandwidth itself changed during the run, "
+                        f"whatever this machine's load (on a virtual machine, other machines on the same host "
+                        f"share it). Read the ratios round by round, each kernel against nn.BatchNorm1d in "
+                        f"the same round.")
     return warnings
 
 

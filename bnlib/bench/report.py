@@ -4,7 +4,8 @@ A report is a JSON-ready dict: the machine (:func:`bnlib.bench.core.machine_info
 run's configuration, the copy bandwidth before and after the kernels, the kernels, one
 result per kernel, shape and mode (the median over rounds and their spread), and the run's
 ``noise``: the load before and after, the cores other processes kept busy during the run,
-and ``warnings``, the sentences of :func:`bnlib.bench.core.noise_warnings` (empty for a
+the largest spread of a result and of the copy timed in each round (``max_copy_spread``), and
+``warnings``, the sentences of :func:`bnlib.bench.core.noise_warnings` (empty for a
 quiet run), which the table prints too. ``python -m bnlib.bench`` writes it as ``bench.json``;
 the chapter "Benchmarks" reads a committed one back and draws it with :func:`draw`.
 """
@@ -30,6 +31,7 @@ from bnlib.bench.core import (
     machine_info,
     noise_warnings,
     run,
+    spread,
 )
 
 __all__ = ["benchmark_report", "format_table", "AXES", "draw", "plot"]
@@ -72,14 +74,18 @@ def benchmark_report(
     before = info["load_average_before"]
     spreads = [(f"{r.kernel} at {'×'.join(map(str, r.shape))}, {r.mode}", r.spread)
                for r in results if r.spread is not None]
+    # One copy per round at each shape, shared by that shape's results: its spread, once per shape.
+    copies = {"×".join(map(str, r.shape)): r.round_copy_bandwidth for r in results if r.round_copy_bandwidth}
+    copy_spreads = [(shape, spread(rates)) for shape, rates in copies.items() if len(rates) > 1]
     noise = {
         "load_average_before": before,
         "load_average_after": info["load_average_after"],
         "other_cores": other_cores,
         "max_spread": max((s for _, s in spreads), default=None),
+        "max_copy_spread": max((s for _, s in copy_spreads), default=None),
         "spread_limit": SPREAD_LIMIT,
         "warnings": noise_warnings(cores=info["cores"] or 1, threads=threads, load_before=before[0] if before else None,
-                                   other_cores=other_cores, spreads=spreads),
+                                   other_cores=other_cores, spreads=spreads, copy_spreads=copy_spreads),
     }
     return {
         "machine": info,
