@@ -157,7 +157,7 @@ def test_a_copy_that_changes_between_rounds_is_named_as_the_memory_not_the_load(
 
 
 def test_the_report_takes_the_copy_spread_from_each_shapes_rounds(monkeypatch):
-    # Each round's copy is a third slower than the one before: 1, 1.5, 2.25 seconds' worth of bytes.
+    # Each round's copy runs at two thirds of the rate of the round before (3, 2, 4/3 bytes a second), at both shapes.
     rates = iter([3.0, 2.0, 4 / 3] * 2)
     monkeypatch.setattr(bench_core, "_copy_timer", lambda *a, **k: lambda min_run_time: next(rates))
     monkeypatch.setattr(bench_core, "copy_bandwidth", lambda **k: 3.0)
