@@ -160,7 +160,6 @@ def test_the_report_takes_the_copy_spread_from_each_shapes_rounds(monkeypatch):
     # Each round's copy runs at two thirds of the rate of the round before (3, 2, 4/3 bytes a second), at both shapes.
     rates = iter([3.0, 2.0, 4 / 3] * 2)
     monkeypatch.setattr(bench_core, "_copy_timer", lambda *a, **k: lambda min_run_time: next(rates))
-    monkeypatch.setattr(bench_core, "copy_bandwidth", lambda **k: 3.0)
     monkeypatch.setattr(bench_report, "copy_bandwidth", lambda **k: 3.0)
     report = bench.benchmark_report([bench.Kernel("noop", "", lambda x, dy, t: (lambda: None, lambda: None))],
                                     [(8, 2), (4, 2)], modes=["forward"], min_run_time=0.001, rounds=3)
