@@ -189,7 +189,7 @@ def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
     # the median of the rounds (one fast, two slow: a slow one), not the fastest round
     assert r["spread"] > 0.4 and r["seconds"] == pytest.approx(statistics.median(r["round_seconds"]))
     assert r["seconds"] > 2 * min(r["round_seconds"])
-    (warning,) = [w for w in report["noise"]["warnings"] if "between rounds" in w]
+    (warning,) = [w for w in report["noise"]["warnings"] if "measurements differ" in w]
     assert "1 of 1 measurements" in warning and "sleepy at 8×2, forward" in warning
     table = bench.format_table(report)
     assert f"WARNING: {warning}" in table and "!" in table
