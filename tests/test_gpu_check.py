@@ -56,10 +56,11 @@ def test_the_bench_report_is_kept_whole_and_the_goals_wait_for_a_gpu(cpu_check):
 
 def test_the_goals_are_read_from_a_cuda_report():
     row = {"kernel": "triton", "shape": [65536, 256], "mode": "forward+backward", "seconds": 0.001,
-           "ratio": 0.9, "spread": 0.02, "roofline": 0.55, "error": None}
+           "ratio": 0.9, "spread": 0.02, "roofline": 0.55, "peak_roofline": 0.5, "error": None}
     report = {"machine": {"device": "cuda"}, "results": [row], "noise": {"warnings": []}}
     goals = gpu_check.gpu_goals(report)
     assert goals["measured"] and goals["ratio_met"] and not goals["roofline_met"]
+    assert goals["roofline"] == 0.55 and goals["peak_roofline"] == 0.5  # the goal is read from the paired roofline
 
 
 def test_a_step_past_its_limit_fails_and_says_so():

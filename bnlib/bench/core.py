@@ -7,7 +7,9 @@ something else slows everyone alike. Two numbers come out of each measurement:
 
 - the **ratio** to ``nn.BatchNorm1d``'s time on the same shape (below 1 is faster);
 - the **achieved bandwidth**: the bytes a batch-norm step must move divided by its time,
-  as a fraction of the machine's copy bandwidth measured in the same run (a roofline).
+  as a fraction of the copy bandwidth measured beside it (a roofline): a copy of 64 MiB is
+  timed at the start of every round at each shape, and the kernel's median time is set
+  against the median of those copies, as its ratio is set against the reference's median.
   The bytes that must move are the tensors the size of ``x`` that go in and out:
   ``x`` and ``y`` for the forward pass; ``x``, ``y``, ``x`` again, ``dy`` and ``dx`` for
   forward and backward (:func:`bytes_moved`). A kernel that does not keep the batch in
@@ -217,8 +219,12 @@ class Result:
     than a round slows both and leaves their ratio, so the range of ``round_ratios`` is how
     uncertain ``ratio`` is. ``round_rooflines`` pairs each round's bandwidth in the same way
     with the copy bandwidth measured in that round (``round_copy_bandwidth``, the same for
-    every kernel at a shape): the fraction of what the memory gave at the time, where
-    ``roofline`` divides by the fastest copy of the whole run.
+    every kernel at a shape): the fraction of what the memory gave at the time.
+    ``roofline`` is built like ``ratio``: ``bandwidth`` (from the median time) over the
+    median of the shape's round copies. It does not depend on what else the run timed,
+    where ``peak_roofline``, the bandwidth over the fastest copy of the whole run (set by
+    :func:`bnlib.bench.report.benchmark_report`), falls as the run grows: the more copies
+    are timed, the faster the fastest of them.
     """
 
     kernel: str
@@ -232,9 +238,10 @@ class Result:
     ratio: float | None = None
     round_ratios: list[float] | None = None
     bandwidth: float | None = None  #: bytes that must move / seconds, in bytes per second
-    roofline: float | None = None  #: bandwidth / copy bandwidth
+    roofline: float | None = None  #: bandwidth / the median of round_copy_bandwidth
     round_copy_bandwidth: list[float] | None = None  #: bytes/s of a copy timed in each round
     round_rooflines: list[float] | None = None  #: each round's bandwidth / that round's copy bandwidth
+    peak_roofline: float | None = None  #: bandwidth / the fastest copy of the whole run
     error: str | None = None
 
 
@@ -346,7 +353,7 @@ def run(
     rounds: int = 3,
     threads: int | None = None,
     device: str = "cpu",
-    copy_bw: float | None = None,
+    copies: bool = False,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[Result]:
@@ -355,8 +362,8 @@ def run(
     Each round's measurement is the median of ``Timer.blocked_autorange``'s blocks; the
     result is the median over the rounds, with their spread (:func:`spread`): the typical
     time, and how much the machine disturbed it. The fastest round alone would hide the
-    disturbance and flatter every kernel. With ``copy_bw``, each round at each shape also
-    times a copy (as :func:`copy_bandwidth`), for the rooflines of that round.
+    disturbance and flatter every kernel. With ``copies``, each round at each shape also
+    times a copy (as :func:`copy_bandwidth`), for the rooflines.
 
     The first kernel is the reference for the ratios (``nn.BatchNorm1d``). A kernel that
     raises gets an ``error`` and no time; the others go on.
@@ -369,7 +376,8 @@ def run(
         rounds: how many times the kernels take turns. Default: 3
         threads: torch threads. Default: ``torch.get_num_threads()``
         device: Default: ``"cpu"``
-        copy_bw: the copy bandwidth for the roofline, bytes/s. Default: ``None`` (no roofline)
+        copies: time a copy in each round, for ``roofline`` and ``round_rooflines``.
+            Default: ``False`` (no roofline)
         seed: for the inputs. Default: 0
         progress: called with a line of text as the run goes. Default: ``None``
     """
@@ -378,7 +386,7 @@ def run(
     _compile_in_process()
     results: list[Result] = []
     say = progress or (lambda line: None)
-    copy = _copy_timer(64 * 2**20, threads, device) if copy_bw else None
+    copy = _copy_timer(64 * 2**20, threads, device) if copies else None
     for shape in shapes:
         shape = tuple(int(s) for s in shape)
         generator = torch.Generator().manual_seed(seed)
@@ -431,8 +439,8 @@ def run(
                     r.runs = sum(len(m.times) * m.number_per_run for m in rounds_measured)
                     moved = bytes_moved(shape, mode, x.element_size())
                     r.bandwidth = moved / r.seconds
-                    if copy_bw:
-                        r.roofline = r.bandwidth / copy_bw
+                    if copies:
+                        r.roofline = r.bandwidth / statistics.median(copy_rounds)
                         r.round_copy_bandwidth = copy_rounds
                         r.round_rooflines = [moved / t / bw for t, bw in zip(r.round_seconds, copy_rounds, strict=True)]
                     if reference_rounds:

@@ -1,7 +1,8 @@
 """The report of a run: made (:func:`benchmark_report`), printed (:func:`format_table`), drawn (:func:`plot`).
 
 A report is a JSON-ready dict: the machine (:func:`bnlib.bench.core.machine_info`), the
-run's configuration, the copy bandwidth before and after the kernels, the kernels, one
+run's configuration, the copy bandwidth (``copy_bandwidth``, the fastest copy of the whole
+run, the machine's ceiling, and the copies before and after the kernels), the kernels, one
 result per kernel, shape and mode (the median over rounds and their spread), and the run's
 ``noise``: the load before and after, the cores other processes kept busy during the run,
 the largest spread of a result and of the copy timed in each round (``max_copy_spread``), and
@@ -58,17 +59,18 @@ def benchmark_report(
     started = time.perf_counter()
     results = run(
         kernels, shapes, modes, min_run_time=min_run_time, rounds=rounds, threads=threads,
-        device=device, copy_bw=copy_bw, progress=progress,
+        device=device, copies=True, progress=progress,
     )
     # The copy again, after the kernels: the fastest of all its rounds, these and those timed
-    # within the run, is the machine's. The copy into fresh memory is measured again too, and
-    # both are kept: it varies.
-    within = [bw for r in results for bw in (r.round_copy_bandwidth or [])]
-    copy_bw = max(copy_bw, copy_bandwidth(threads=threads, device=device), *within)
+    # within the run, is the machine's ceiling (each result's roofline is to the copies of its
+    # own rounds). The copy into fresh memory is measured again too, and both are kept: it varies.
+    copy_bw_after = copy_bandwidth(threads=threads, device=device)
     fresh_bw_after = copy_bandwidth(threads=threads, device=device, fresh=True)
+    within = [bw for r in results for bw in (r.round_copy_bandwidth or [])]
+    peak_bw = max(copy_bw, copy_bw_after, *within)
     for r in results:
         if r.bandwidth is not None:
-            r.roofline = r.bandwidth / copy_bw
+            r.peak_roofline = r.bandwidth / peak_bw
     info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     other_cores = meter.other_cores()
     before = info["load_average_before"]
@@ -97,7 +99,9 @@ def benchmark_report(
             "dtype": "float32",
             "seconds": round(time.perf_counter() - started, 1),
         },
-        "copy_bandwidth": copy_bw,
+        "copy_bandwidth": peak_bw,
+        "copy_bandwidth_before": copy_bw,
+        "copy_bandwidth_after": copy_bw_after,
         "fresh_copy_bandwidth": fresh_bw,
         "fresh_copy_bandwidth_after": fresh_bw_after,
         "kernels": [
@@ -168,14 +172,14 @@ def format_table(report: dict[str, Any]) -> str:
     if copy:
         after = report.get("fresh_copy_bandwidth_after")
         footer.append(
-            f"copy bandwidth {copy / 1e9:.1f} GB/s (into existing memory)"
+            f"copy bandwidth {copy / 1e9:.1f} GB/s at best (into existing memory)"
             + (f"; {fresh / 1e9:.1f} GB/s into fresh memory (clone)" if fresh else "")
             + (f", {after / 1e9:.1f} GB/s after the kernels" if after else "")
         )
     footer.append(
         "time: the median over rounds; ±: (slowest - fastest round) / median, ! above "
         f"{SPREAD_LIMIT:.0%}; ×nn: time / nn.BatchNorm1d's time in the same run; "
-        "% copy: bytes that must move / time / copy bandwidth"
+        "% copy: bytes that must move / time / the median copy timed in the same rounds"
     )
     noise = report.get("noise") or {}
     if noise.get("other_cores") is not None:
@@ -188,7 +192,7 @@ def format_table(report: dict[str, Any]) -> str:
 #: What :func:`draw` can put on the y axis: ``(label, logarithmic)``.
 AXES = {
     "ratio": ("time / nn.BatchNorm1d's time (log scale)", True),
-    "roofline": ("bytes that must move / time / copy bandwidth", False),
+    "roofline": ("bytes that must move / time / copy bandwidth of the same rounds", False),
 }
 
 
