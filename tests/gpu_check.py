@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if goals["measured"]:
         print(f"triton at {GOAL_SHAPE}: {goals['ratio']:.2f}x cuDNN (goal <= {GOAL_RATIO}), "
               f"{100 * goals['roofline']:.0f}% of copy bandwidth (goal >= {100 * GOAL_ROOFLINE:.0f}%; "
-              f"{100 * (goals['peak_roofline'] or 0):.0f}% of the run's fastest copy)")
+              f"{100 * goals['peak_roofline']:.0f}% of the run's fastest copy)")
     else:
         print(f"goals not measured: {goals['why']}")
     print(f"wrote {args.out / 'gpu-check.json'}")
