@@ -160,17 +160,13 @@ def compile_once(fn: Callable) -> Callable:
     tests check it with ``torch._dynamo.explain``), for any batch size (``dynamic=True``):
     only a new dtype, rank, ``None`` parameter or size range compiles again, up to
     :data:`RECOMPILE_LIMIT` versions; past it the function runs eagerly, slower but still
-    right. On a CPU this needs a C++ compiler; the first call for a new version takes
-    seconds (the chapter "Benchmarks" times only later calls).
+    right. The limit is this function's own (``torch.compile``'s ``recompile_limit``), read
+    only when a call compiles, so a call that finds its version pays nothing for it (patching
+    the global limit around every call would put a Python context manager in every call,
+    which shows at small batch sizes). On a CPU this needs a C++ compiler; the first call
+    for a new version takes seconds (the chapter "Benchmarks" times only later calls).
     """
-    compiled = torch.compile(fn, dynamic=True)
-
-    @functools.wraps(fn)
-    def run(*args: Any) -> Any:
-        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-            return compiled(*args)
-
-    return run
+    return torch.compile(fn, dynamic=True, recompile_limit=RECOMPILE_LIMIT)
 
 
 class FusedBatchNormFunction(torch.autograd.Function):

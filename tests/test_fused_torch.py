@@ -72,3 +72,20 @@ def test_compiled_passes_write_into_the_given_output(inductor_cache):
     dx_new, *_ = ft.backward_train(dy, x, g, mu, istd)
     torch.testing.assert_close(y_out, y_new)
     torch.testing.assert_close(dx_out, dx_new)
+
+
+def _double(x):
+    return x * 2
+
+
+def test_compiled_functions_keep_their_own_recompile_limit_whatever_the_global_one(inductor_cache):
+    torch._dynamo.reset()
+    compiled = ft.compile_once(_double)
+    before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    # With the global limit at 1, a plain torch.compile would run the second and third ranks eagerly.
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for rank in (1, 2, 3):
+            x = torch.ones((2,) * rank)
+            torch.testing.assert_close(compiled(x), 2 * x)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - before == 3
+    assert ft.RECOMPILE_LIMIT > 3
