@@ -79,7 +79,7 @@ def _double(x):
 
 
 def test_compiled_functions_keep_their_own_recompile_limit_whatever_the_global_one(inductor_cache):
-    torch._dynamo.reset()
+    torch._dynamo.reset()  # the session's earlier compilations count towards dynamo's global cap
     compiled = ft.compile_once(_double)
     before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     # With the global limit at 1, a plain torch.compile would run the second and third ranks eagerly.
