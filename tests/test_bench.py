@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import mmap
 import os
 import statistics
 import subprocess
@@ -118,6 +119,16 @@ def test_each_time_is_the_median_over_rounds_with_their_spread(quick):
         assert r["spread"] == pytest.approx(bench.spread(r["round_seconds"]))
 
 
+def test_each_measurement_counts_its_page_faults_per_call_round_by_round(quick):
+    measured = [r for r in quick["report"]["results"] if r["seconds"] is not None]
+    for r in measured:
+        assert len(r["round_page_faults"]) == quick["report"]["config"]["rounds"]
+        assert min(r["round_page_faults"]) >= 0
+        assert r["page_faults"] == pytest.approx(statistics.median(r["round_page_faults"]))
+    assert "faults" in quick["printed"].splitlines()[next(i for i, line in enumerate(quick["printed"].splitlines())
+                                                          if line.startswith("shape"))]
+
+
 def test_report_records_the_run_s_noise_and_the_table_shows_the_spread(quick):
     noise = quick["report"]["noise"]
     assert noise["spread_limit"] == bench.SPREAD_LIMIT and isinstance(noise["warnings"], list)
@@ -211,6 +222,68 @@ def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
     assert "1 of 1 measurements" in warning and "sleepy at 8×2, forward" in warning
     table = bench.format_table(report)
     assert f"WARNING: {warning}" in table and "!" in table
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+FRESH_PAGES = 256  # 1 MiB of 4 KiB pages: below the 2 MiB of a huge page, so never one
+
+
+def _write_fresh_pages():
+    """Write one byte to each page of a new anonymous mapping: one page fault per page."""
+    with mmap.mmap(-1, FRESH_PAGES * PAGE) as fresh:
+        fresh[::PAGE] = b"\1" * FRESH_PAGES
+
+
+def test_page_faults_per_call_count_the_pages_of_fresh_memory_a_call_writes():
+    kept = mmap.mmap(-1, FRESH_PAGES * PAGE)
+    kept[::PAGE] = b"\1" * FRESH_PAGES  # mapped once, before the timing
+
+    def rewrite():
+        kept[::PAGE] = b"\2" * FRESH_PAGES
+
+    kernels = [bench.Kernel("fresh", "", lambda x, dy, t: (_write_fresh_pages, _write_fresh_pages)),
+               bench.Kernel("kept", "", lambda x, dy, t: (rewrite, rewrite))]
+    fresh, reused = bench.run(kernels, [(8, 2)], ["forward"], min_run_time=0.02, rounds=2)
+    assert all(FRESH_PAGES <= f < FRESH_PAGES + 8 for f in fresh.round_page_faults)
+    assert max(reused.round_page_faults) < 1
+    kept.close()
+
+
+def test_rounds_whose_page_faults_differ_are_flagged_as_the_memory_s_state():
+    # A synthetic kernel that writes fresh memory in the first round only, as glibc's moving
+    # threshold makes nn.BatchNorm1d do at some sizes.
+    state = {"round": 0}
+
+    def prepare(x, dy, threads):
+        def call():
+            if state["round"] == 0:
+                _write_fresh_pages()
+
+        return call, call
+
+    def next_round(line):
+        state["round"] += 1
+
+    report = bench.benchmark_report([bench.Kernel("moody", "", prepare)], [(8, 2)], modes=["forward"],
+                                    min_run_time=0.02, rounds=3, progress=next_round)
+    (r,) = report["results"]
+    assert r["round_page_faults"][0] >= FRESH_PAGES and max(r["round_page_faults"][1:]) < 1
+    (warning,) = [w for w in report["noise"]["warnings"] if "page faults" in w]
+    most = max(r["round_page_faults"])
+    assert "1 of 1 measurements" in warning and f"moody at 8×2, forward, 0 to {most:.0f}" in warning
+    assert "--reuse-memory" in warning
+    table = bench.format_table(report)
+    assert f"WARNING: {warning}" in table and f"0-{round(most)}" in table
+
+
+def test_page_faults_that_differ_by_a_few_or_by_a_small_fraction_are_not_flagged():
+    def flagged(*rounds):
+        return any("page faults" in w for w in bench.noise_warnings(cores=2, threads=2, faults=[("k", rounds)]))
+
+    assert not flagged(0, bench.FAULT_FLOOR)  # a few faults a call: the harness's own
+    assert not flagged(8192, 8192 * (1 - bench.SPREAD_LIMIT) + 1)  # every round fresh, within the spread limit
+    assert flagged(0, bench.FAULT_FLOOR + 1)
+    assert flagged(2267, 4096)  # nn.BatchNorm1d at 16384×256 in one run here
 
 
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"

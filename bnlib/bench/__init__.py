@@ -19,6 +19,7 @@ The names below are the harness's API, the same from whichever module they come.
 from typing import Any
 
 from bnlib.bench.core import (
+    FAULT_FLOOR,
     FULL_SHAPES,
     GOAL_SHAPE,
     LOAD_MARGIN,
@@ -34,16 +35,17 @@ from bnlib.bench.core import (
     copy_bandwidth,
     machine_info,
     noise_warnings,
+    page_faults,
     run,
     spread,
 )
 from bnlib.bench.kernels import builtin_kernels, module_kernel
 from bnlib.bench.report import AXES, benchmark_report, draw, format_table, panel_channels, plot
 
-__all__ = ["AXES", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE",
+__all__ = ["AXES", "FAULT_FLOOR", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE",
            "SMALL_GOAL_SHAPE", "SPREAD_LIMIT", "CpuMeter", "Kernel", "Result", "benchmark_report", "builtin_kernels",
            "bytes_moved", "copy_bandwidth", "draw", "format_table", "machine_info", "main", "module_kernel",
-           "noise_warnings", "panel_channels", "plot", "run", "spread"]
+           "noise_warnings", "page_faults", "panel_channels", "plot", "run", "spread"]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,16 @@ process's own, over the run; the load average before the run too). On a machine 
 torch threads as cores, the second is the treacherous one: torch's OpenMP threads spin-wait
 for a core that another process holds, and a 36 µs operation can take 46 ms; with
 ``--threads 1`` the run leaves a core to the others.
+
+A third disturbance comes from inside the process: the C library's memory. Each
+measurement counts the page faults of its calls (``getrusage``'s minor faults, every thread
+of the process), per call. A tensor written into fresh memory faults once per page; one
+written into memory the C library kept from the last call does not fault at all. glibc
+decides which by a threshold that moves as blocks are freed (between 128 KiB and 32 MiB on
+64-bit Linux), so at some sizes the same kernel faults in one round and not in the next,
+and its rounds time two different things. :func:`noise_warnings` names those measurements
+(rounds that differ by more than :data:`SPREAD_LIMIT` of the most and by more than
+:data:`FAULT_FLOOR` faults per call).
 """
 
 from __future__ import annotations
@@ -54,6 +64,11 @@ import torch.utils.benchmark as benchmark
 
 from bnlib.bench import memory
 
+try:  # POSIX only: elsewhere page faults are not counted
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
+
 __all__ = [
     "FULL_SHAPES",
     "QUICK_SHAPES",
@@ -64,6 +79,8 @@ __all__ = [
     "copy_bandwidth",
     "SPREAD_LIMIT",
     "LOAD_MARGIN",
+    "FAULT_FLOOR",
+    "page_faults",
     "Kernel",
     "Result",
     "spread",
@@ -109,6 +126,10 @@ SPREAD_LIMIT = 0.15
 #: Cores other processes may use before a run is flagged as loaded: the run needs its own
 #: threads, and other processes may use the rest plus this margin (:func:`noise_warnings`).
 LOAD_MARGIN = 0.5
+
+#: Rounds whose page faults per call differ by fewer than this are not flagged, whatever the
+#: fraction (a few faults a call are the harness's own, and cost microseconds).
+FAULT_FLOOR = 16
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,7 +245,9 @@ class Result:
     median of the shape's round copies. It does not depend on what else the run timed,
     where ``peak_roofline``, the bandwidth over the fastest copy of the whole run (set by
     :func:`bnlib.bench.report.benchmark_report`), falls as the run grows: the more copies
-    are timed, the faster the fastest of them.
+    are timed, the faster the fastest of them. ``round_page_faults`` counts, in each round,
+    the page faults of every call timed (warm-up and calibration included) over the number of
+    calls: about the pages of fresh memory a call wrote (:func:`page_faults`).
     """
 
     kernel: str
@@ -242,6 +265,8 @@ class Result:
     round_copy_bandwidth: list[float] | None = None  #: bytes/s of a copy timed in each round
     round_rooflines: list[float] | None = None  #: each round's bandwidth / that round's copy bandwidth
     peak_roofline: float | None = None  #: bandwidth / the fastest copy of the whole run
+    page_faults: float | None = None  #: the median over rounds of round_page_faults
+    round_page_faults: list[float] | None = None  #: page faults per call in each round (None: not counted here)
     error: str | None = None
 
 
@@ -249,6 +274,26 @@ def spread(times: Sequence[float]) -> float:
     """``(slowest - fastest) / median`` of the rounds: 0 when they agree; 0.5 when they differ by half the median."""
     ordered = sorted(times)
     return (ordered[-1] - ordered[0]) / statistics.median(ordered) if ordered else 0.0
+
+
+def page_faults() -> int | None:
+    """The minor page faults of this process so far, every thread (``getrusage``); ``None`` where not POSIX.
+
+    A minor fault is the operating system mapping a page the process touches for the first
+    time: for a kernel, a page of fresh memory (4 KiB, or 2 MiB in huge pages).
+    """
+    return None if resource is None else resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+class _Counted:
+    """A call to time that counts how often it is called, for the page faults per call."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn, self.calls = fn, 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.fn()
 
 
 def _busy_seconds() -> float | None:
@@ -294,6 +339,7 @@ def noise_warnings(
     other_cores: float | None = None,
     spreads: Sequence[tuple[str, float]] = (),
     copy_spreads: Sequence[tuple[str, float]] = (),
+    faults: Sequence[tuple[str, Sequence[float]]] = (),
 ) -> list[str]:
     """What makes a run's numbers doubtful, one sentence each; ``[]`` for a quiet run.
 
@@ -306,6 +352,9 @@ def noise_warnings(
         copy_spreads: ``(shape, spread)`` of the copy timed at the start of each round at each
             shape, flagged above :data:`SPREAD_LIMIT`: the same 64 MiB copy at every shape, so
             its rounds differ only where the machine's memory bandwidth changed. Default: none
+        faults: ``(what, page faults per call in each round)`` for each measurement: flagged
+            where the rounds differ by more than :data:`SPREAD_LIMIT` of the most and by more
+            than :data:`FAULT_FLOOR`. Default: none
     """
     warnings = []
     room = cores - threads + LOAD_MARGIN
@@ -333,6 +382,14 @@ def noise_warnings(
                         f"whatever this machine's load (on a virtual machine, other machines on the same host "
                         f"share it). Read the ratios round by round, each kernel against nn.BatchNorm1d in "
                         f"the same round.")
+    changed = [(what, min(f), max(f)) for what, f in faults
+               if f and max(f) - min(f) > max(FAULT_FLOOR, SPREAD_LIMIT * max(f))]
+    if changed:
+        what, fewest, most = max(changed, key=lambda c: c[2] - c[1])
+        warnings.append(f"{len(changed)} of {len(faults)} measurements took a different number of page faults per "
+                        f"call from round to round (the most: {what}, {fewest:.0f} to {most:.0f}): the C library "
+                        f"gave them fresh memory in some rounds and memory it had kept in others, so their rounds "
+                        f"time two different things. With --reuse-memory every round reuses memory.")
     return warnings
 
 
@@ -407,6 +464,7 @@ def run(
                 errors[k.name] = f"{type(e).__name__}: {e}"
                 calls.pop(k.name, None)
         measured: dict[tuple[str, str], list[benchmark.Measurement]] = {}
+        faulted: dict[tuple[str, str], list[float | None]] = {}
         copy_rounds: list[float] = []
         for round_ in range(rounds):
             if copy:
@@ -415,14 +473,19 @@ def run(
                 for k in kernels:
                     if k.name not in calls:
                         continue
-                    timer = _timer(calls[k.name][mode], threads, label=mode, sub_label=str(shape), description=k.name)
+                    counted = _Counted(calls[k.name][mode])
+                    timer = _timer(counted, threads, label=mode, sub_label=str(shape), description=k.name)
+                    before = page_faults()
                     try:
                         m = timer.blocked_autorange(min_run_time=min_run_time)
                     except Exception as e:
                         errors[k.name] = f"{type(e).__name__}: {e}"
                         calls.pop(k.name)
                         continue
+                    after = page_faults()
                     measured.setdefault((k.name, mode), []).append(m)
+                    faulted.setdefault((k.name, mode), []).append(
+                        None if before is None or after is None else (after - before) / counted.calls)
             say(f"{shape}: round {round_ + 1}/{rounds} done")
         for mode in modes:
             # the reference's rounds, for the ratios: none if it failed, and then no ratios
@@ -437,6 +500,10 @@ def run(
                     r.spread = spread(r.round_seconds)
                     r.iqr = sorted(rounds_measured, key=lambda m: m.median)[len(rounds_measured) // 2].iqr
                     r.runs = sum(len(m.times) * m.number_per_run for m in rounds_measured)
+                    faults = faulted[(k.name, mode)]
+                    if None not in faults:
+                        r.round_page_faults = faults
+                        r.page_faults = statistics.median(faults)
                     moved = bytes_moved(shape, mode, x.element_size())
                     r.bandwidth = moved / r.seconds
                     if copies:

@@ -74,11 +74,11 @@ def benchmark_report(
     info["load_average_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     other_cores = meter.other_cores()
     before = info["load_average_before"]
-    spreads = [(f"{r.kernel} at {'×'.join(map(str, r.shape))}, {r.mode}", r.spread)
-               for r in results if r.spread is not None]
+    spreads = [(_what(r), r.spread) for r in results if r.spread is not None]
     # One copy per round at each shape, shared by that shape's results: its spread, once per shape.
     copies = {"×".join(map(str, r.shape)): r.round_copy_bandwidth for r in results if r.round_copy_bandwidth}
     copy_spreads = [(shape, spread(rates)) for shape, rates in copies.items() if len(rates) > 1]
+    faults = [(_what(r), r.round_page_faults) for r in results if r.round_page_faults]
     noise = {
         "load_average_before": before,
         "load_average_after": info["load_average_after"],
@@ -87,7 +87,8 @@ def benchmark_report(
         "max_copy_spread": max((s for _, s in copy_spreads), default=None),
         "spread_limit": SPREAD_LIMIT,
         "warnings": noise_warnings(cores=info["cores"] or 1, threads=threads, load_before=before[0] if before else None,
-                                   other_cores=other_cores, spreads=spreads, copy_spreads=copy_spreads),
+                                   other_cores=other_cores, spreads=spreads, copy_spreads=copy_spreads,
+                                   faults=faults),
     }
     return {
         "machine": info,
@@ -113,12 +114,25 @@ def benchmark_report(
     }
 
 
+def _what(r: Result) -> str:
+    """A result as a warning names it: ``kernel at NxC, mode``."""
+    return f"{r.kernel} at {'×'.join(map(str, r.shape))}, {r.mode}"
+
+
 def _fmt_time(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.0f} µs"
     return f"{seconds * 1e3:.2f} ms"
+
+
+def _fmt_faults(rounds: list[float] | None) -> str:
+    """Page faults per call: the median round, or the fewest to the most where the rounds differ."""
+    if not rounds:
+        return ""
+    fewest, most = round(min(rounds)), round(max(rounds))
+    return f"{fewest}" if fewest == most else f"{fewest}-{most}"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -130,7 +144,7 @@ def format_table(report: dict[str, Any]) -> str:
     modes = [m for m in MODES if any(r.mode == m for r in results)]
     head = ["shape", "kernel"]
     for mode in modes:
-        head += [f"{mode}", "±", "×nn", "GB/s", "% copy"]
+        head += [f"{mode}", "±", "×nn", "GB/s", "% copy", "faults"]
     rows = [head]
     for shape in shapes:
         for k in kernels:
@@ -139,7 +153,7 @@ def format_table(report: dict[str, Any]) -> str:
                 r = by.get((k, shape, mode))
                 if r is None or r.seconds is None:
                     note = "—" if r is None else f"({(r.error or '')[:40]})"
-                    row += [note, "", "", "", ""]
+                    row += [note, "", "", "", "", ""]
                     continue
                 flag = "!" if r.spread is not None and r.spread > SPREAD_LIMIT else ""
                 row += [
@@ -148,6 +162,7 @@ def format_table(report: dict[str, Any]) -> str:
                     f"{r.ratio:.2f}" if r.ratio is not None else "",
                     f"{r.bandwidth / 1e9:.1f}" if r.bandwidth else "",
                     f"{100 * r.roofline:.0f}%" if r.roofline is not None else "",
+                    _fmt_faults(r.round_page_faults),
                 ]
             rows.append(row)
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
@@ -179,7 +194,8 @@ def format_table(report: dict[str, Any]) -> str:
     footer.append(
         "time: the median over rounds; ±: (slowest - fastest round) / median, ! above "
         f"{SPREAD_LIMIT:.0%}; ×nn: time / nn.BatchNorm1d's time in the same run; "
-        "% copy: bytes that must move / time / the median copy timed in the same rounds"
+        "% copy: bytes that must move / time / the median copy timed in the same rounds; "
+        "faults: page faults per call (the fewest-the most of the rounds where they differ)"
     )
     noise = report.get("noise") or {}
     if noise.get("other_cores") is not None:
