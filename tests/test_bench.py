@@ -220,6 +220,7 @@ def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
     assert r["seconds"] > 2 * min(r["round_seconds"])
     (warning,) = [w for w in report["noise"]["warnings"] if "measurements differ" in w]
     assert "1 of 1 measurements" in warning and "sleepy at 8×2, forward" in warning
+    assert "the machine was disturbed, and" in warning  # sleeping faults no page: the memory is not blamed
     table = bench.format_table(report)
     assert f"WARNING: {warning}" in table and "!" in table
 
@@ -268,17 +269,21 @@ def test_rounds_whose_page_faults_differ_are_flagged_as_the_memory_s_state():
                                     min_run_time=0.02, rounds=3, progress=next_round)
     (r,) = report["results"]
     assert r["round_page_faults"][0] >= FRESH_PAGES and max(r["round_page_faults"][1:]) < 1
-    (warning,) = [w for w in report["noise"]["warnings"] if "page faults" in w]
+    (warning,) = [w for w in report["noise"]["warnings"] if "page faults per call" in w]
     most = max(r["round_page_faults"])
     assert "1 of 1 measurements" in warning and f"moody at 8×2, forward, 0 to {most:.0f}" in warning
     assert "--reuse-memory" in warning
+    # its rounds' times differ too, and that warning points to the memory as a cause
+    (spread,) = [w for w in report["noise"]["warnings"] if "measurements differ" in w]
+    assert "for 1 of them, the memory they were given changed" in spread
     table = bench.format_table(report)
     assert f"WARNING: {warning}" in table and f"0-{round(most)}" in table
 
 
 def test_page_faults_that_differ_by_a_few_or_by_a_small_fraction_are_not_flagged():
     def flagged(*rounds):
-        return any("page faults" in w for w in bench.noise_warnings(cores=2, threads=2, faults=[("k", rounds)]))
+        warnings = bench.noise_warnings(cores=2, threads=2, faults=[("k", rounds)])
+        return any("page faults per call" in w for w in warnings)
 
     assert not flagged(0, bench.FAULT_FLOOR)  # a few faults a call: the harness's own
     assert not flagged(8192, 8192 * (1 - bench.SPREAD_LIMIT) + 1)  # every round fresh, within the spread limit

@@ -371,11 +371,16 @@ def noise_warnings(
     if other_cores is not None and other_cores > room:
         warnings.append(f"other processes kept {other_cores:.2f} cores busy during the run, with {threads} torch "
                         f"threads on {cores} cores.{hint}")
+    changed = [(what, min(f), max(f)) for what, f in faults
+               if f and max(f) - min(f) > max(FAULT_FLOOR, SPREAD_LIMIT * max(f))]
     noisy = [(what, s) for what, s in spreads if s > SPREAD_LIMIT]
     if noisy:
         worst = max(noisy, key=lambda p: p[1])
+        in_memory = len({what for what, _ in noisy} & {what for what, _, _ in changed})
+        cause = (f"the machine was disturbed, or, for {in_memory} of them, the memory they were given changed "
+                 f"(see the page faults below)" if in_memory else "the machine was disturbed")
         warnings.append(f"{len(noisy)} of {len(spreads)} measurements differ by more than {SPREAD_LIMIT:.0%} "
-                        f"between rounds (the most: {worst[0]}, {worst[1]:.0%}): the machine was disturbed, "
+                        f"between rounds (the most: {worst[0]}, {worst[1]:.0%}): {cause}, "
                         f"and their medians are uncertain by as much.")
     unsteady = [(what, s) for what, s in copy_spreads if s > SPREAD_LIMIT]
     if unsteady:
@@ -386,8 +391,6 @@ def noise_warnings(
                         f"whatever this machine's load (on a virtual machine, other machines on the same host "
                         f"share it). Read the ratios round by round, each kernel against nn.BatchNorm1d in "
                         f"the same round.")
-    changed = [(what, min(f), max(f)) for what, f in faults
-               if f and max(f) - min(f) > max(FAULT_FLOOR, SPREAD_LIMIT * max(f))]
     if changed:
         what, fewest, most = max(changed, key=lambda c: c[2] - c[1])
         warnings.append(f"{len(changed)} of {len(faults)} measurements took a different number of page faults per "
