@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 290.0
 #: Each step's own limit, in seconds (the remaining budget, if less).
 STEP_LIMIT_S = {"cuda tests": 150.0, "triton": 60.0, "student": 60.0, "bench": 150.0}
-#: The shapes the GPU goals are stated at, and the small ones of ``--cpu``.
+#: The shapes the GPU goals are stated at (bnlib.bench's GOAL_SHAPE and MID_SHAPE, written out: the
+#: driver imports neither torch nor bnlib; a test checks they agree), and the small ones of ``--cpu``.
 GOAL_SHAPES = ((65536, 256), (16384, 256))
 CPU_SHAPES = ((96, 40), (8, 6, 5))
 #: The goals for the Triton kernel at 65,536 × 256, forward and backward (issue 17).

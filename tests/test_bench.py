@@ -225,8 +225,8 @@ def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
     assert f"WARNING: {warning}" in table and "!" in table
 
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-FRESH_PAGES = 256  # 1 MiB of 4 KiB pages: below the 2 MiB of a huge page, so never one
+PAGE = mmap.PAGESIZE
+FRESH_PAGES = 256  # 1 MiB in 4 KiB pages, below the 2 MiB of a huge page: one fault per page
 
 
 def _write_fresh_pages():
@@ -236,18 +236,36 @@ def _write_fresh_pages():
 
 
 def test_page_faults_per_call_count_the_pages_of_fresh_memory_a_call_writes():
-    kept = mmap.mmap(-1, FRESH_PAGES * PAGE)
-    kept[::PAGE] = b"\1" * FRESH_PAGES  # mapped once, before the timing
+    with mmap.mmap(-1, FRESH_PAGES * PAGE) as kept:
+        kept[::PAGE] = b"\1" * FRESH_PAGES  # mapped once, before the timing
 
-    def rewrite():
-        kept[::PAGE] = b"\2" * FRESH_PAGES
+        def rewrite():
+            kept[::PAGE] = b"\2" * FRESH_PAGES
 
-    kernels = [bench.Kernel("fresh", "", lambda x, dy, t: (_write_fresh_pages, _write_fresh_pages)),
-               bench.Kernel("kept", "", lambda x, dy, t: (rewrite, rewrite))]
-    fresh, reused = bench.run(kernels, [(8, 2)], ["forward"], min_run_time=0.02, rounds=2)
+        kernels = [bench.Kernel("fresh", "", lambda x, dy, t: (_write_fresh_pages, _write_fresh_pages)),
+                   bench.Kernel("kept", "", lambda x, dy, t: (rewrite, rewrite))]
+        fresh, reused = bench.run(kernels, [(8, 2)], ["forward"], min_run_time=0.02, rounds=2)
     assert all(FRESH_PAGES <= f < FRESH_PAGES + 8 for f in fresh.round_page_faults)
     assert max(reused.round_page_faults) < 1
-    kept.close()
+    assert fresh.page_faults == pytest.approx(statistics.median(fresh.round_page_faults))
+
+
+def test_without_getrusage_no_page_fault_is_counted_and_none_is_warned_about(monkeypatch):
+    monkeypatch.setattr(bench_core, "resource", None)  # as on Windows
+    kernels = [bench.Kernel("fresh", "", lambda x, dy, t: (_write_fresh_pages, _write_fresh_pages))]
+    report = bench.benchmark_report(kernels, [(8, 2)], modes=["forward"], min_run_time=0.01, rounds=2)
+    (r,) = report["results"]
+    assert r["page_faults"] is None and r["round_page_faults"] is None
+    assert report["noise"]["fault_changes"] == []
+    assert "faults" in bench.format_table(report)  # the column is there, empty
+
+
+def test_a_report_from_before_page_faults_were_counted_still_prints():
+    noop = bench.Kernel("noop", "", lambda x, dy, t: (lambda: None, lambda: None))
+    old = bench.benchmark_report([noop], [(8, 2)], modes=["forward"], min_run_time=0.001, rounds=2)
+    for r in old["results"]:
+        del r["page_faults"], r["round_page_faults"]
+    assert "noop" in bench.format_table(json.loads(json.dumps(old)))
 
 
 def test_rounds_whose_page_faults_differ_are_flagged_as_the_memory_s_state():
@@ -269,6 +287,8 @@ def test_rounds_whose_page_faults_differ_are_flagged_as_the_memory_s_state():
                                     min_run_time=0.02, rounds=3, progress=next_round)
     (r,) = report["results"]
     assert r["round_page_faults"][0] >= FRESH_PAGES and max(r["round_page_faults"][1:]) < 1
+    assert report["noise"]["fault_changes"] == ["moody at 8×2, forward"]
+    assert report["noise"]["fault_floor"] == bench.FAULT_FLOOR
     (warning,) = [w for w in report["noise"]["warnings"] if "page faults per call" in w]
     most = max(r["round_page_faults"])
     assert "1 of 1 measurements" in warning and f"moody at 8×2, forward, 0 to {most:.0f}" in warning
@@ -288,7 +308,15 @@ def test_page_faults_that_differ_by_a_few_or_by_a_small_fraction_are_not_flagged
     assert not flagged(0, bench.FAULT_FLOOR)  # a few faults a call: the harness's own
     assert not flagged(8192, 8192 * (1 - bench.SPREAD_LIMIT) + 1)  # every round fresh, within the spread limit
     assert flagged(0, bench.FAULT_FLOOR + 1)
-    assert flagged(2267, 4096)  # nn.BatchNorm1d at 16384×256 in one run here
+    assert flagged(2109, 4293)  # nn.BatchNorm1d at 16384×256, forward+backward, in a sweep here
+
+
+def test_a_run_that_already_reuses_memory_is_not_told_to():
+    faults = [("k", (0, 4096))]
+    (told,) = bench.noise_warnings(cores=2, threads=2, faults=faults)
+    (not_told,) = bench.noise_warnings(cores=2, threads=2, faults=faults, reuse_memory=True)
+    assert "--reuse-memory" in told and "--reuse-memory" not in not_told
+    assert bench.fault_changes(faults) == ["k"]
 
 
 BUSY = "import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"

@@ -11,6 +11,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_check  # noqa: E402 - a script beside the tests, not a package
 
+from bnlib import bench  # noqa: E402 - after the path to gpu_check, with the other imports
+
+
+def test_the_gpu_goal_shapes_are_the_harness_s():
+    assert gpu_check.GOAL_SHAPES == (bench.GOAL_SHAPE, bench.MID_SHAPE)
+    assert gpu_check.GOAL_SHAPE == bench.GOAL_SHAPE
+
 
 @pytest.fixture(scope="module")
 def cpu_check(tmp_path_factory, inductor_cache):

@@ -23,6 +23,7 @@ from bnlib.bench.core import (
     FULL_SHAPES,
     GOAL_SHAPE,
     LOAD_MARGIN,
+    MID_SHAPE,
     MODES,
     QUICK_SHAPES,
     REFERENCE,
@@ -33,19 +34,21 @@ from bnlib.bench.core import (
     Result,
     bytes_moved,
     copy_bandwidth,
+    fault_changes,
     machine_info,
+    minor_faults,
     noise_warnings,
-    page_faults,
     run,
     spread,
 )
 from bnlib.bench.kernels import builtin_kernels, module_kernel
-from bnlib.bench.report import AXES, benchmark_report, draw, format_table, panel_channels, plot
+from bnlib.bench.report import AXES, benchmark_report, draw, format_faults, format_table, panel_channels, plot
 
-__all__ = ["AXES", "FAULT_FLOOR", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MODES", "QUICK_SHAPES", "REFERENCE",
-           "SMALL_GOAL_SHAPE", "SPREAD_LIMIT", "CpuMeter", "Kernel", "Result", "benchmark_report", "builtin_kernels",
-           "bytes_moved", "copy_bandwidth", "draw", "format_table", "machine_info", "main", "module_kernel",
-           "noise_warnings", "page_faults", "panel_channels", "plot", "run", "spread"]
+__all__ = ["AXES", "FAULT_FLOOR", "FULL_SHAPES", "GOAL_SHAPE", "LOAD_MARGIN", "MID_SHAPE", "MODES", "QUICK_SHAPES",
+           "REFERENCE", "SMALL_GOAL_SHAPE", "SPREAD_LIMIT", "CpuMeter", "Kernel", "Result", "benchmark_report",
+           "builtin_kernels", "bytes_moved", "copy_bandwidth", "draw", "fault_changes", "format_faults",
+           "format_table", "machine_info", "main", "minor_faults", "module_kernel", "noise_warnings",
+           "panel_channels", "plot", "run", "spread"]
 
 
 def __getattr__(name: str) -> Any:

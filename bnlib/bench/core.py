@@ -33,13 +33,14 @@ for a core that another process holds, and a 36 µs operation can take 46 ms; wi
 
 A third disturbance comes from inside the process: the C library's memory. Each
 measurement counts the page faults of its calls (``getrusage``'s minor faults, every thread
-of the process), per call. A tensor written into fresh memory faults once per page; one
-written into memory the C library kept from the last call does not fault at all. glibc
-decides which by a threshold that moves as blocks are freed (between 128 KiB and 32 MiB on
-64-bit Linux), so at some sizes the same kernel faults in one round and not in the next,
-and its rounds time two different things. :func:`noise_warnings` names those measurements
-(rounds that differ by more than :data:`SPREAD_LIMIT` of the most and by more than
-:data:`FAULT_FLOOR` faults per call).
+of the process), per call, on a CPU. A tensor written into fresh memory faults once per
+page; one written into memory the C library kept from the last call does not fault at all.
+glibc decides which by a threshold that moves as blocks are freed (from 128 KiB up to
+32 MiB on 64-bit Linux), so at some sizes the same kernel faults in one round and not in
+the next, and its rounds time two different things. :func:`fault_changes` lists those
+measurements and :func:`noise_warnings` counts them. Faults are counted, not bytes: where
+the system gives huge pages to every large block (transparent huge pages ``always``), a
+fresh 16 MiB tensor is 8 faults, below :data:`FAULT_FLOOR`, and such changes go unseen.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ __all__ = [
     "SPREAD_LIMIT",
     "LOAD_MARGIN",
     "FAULT_FLOOR",
-    "page_faults",
+    "MID_SHAPE",
+    "minor_faults",
+    "fault_changes",
     "Kernel",
     "Result",
     "spread",
@@ -95,6 +98,10 @@ GOAL_SHAPE: tuple[int, ...] = (65536, 256)
 
 #: The small batch the goal for per-call costs is stated at: 1,024 examples of 64 features.
 SMALL_GOAL_SHAPE: tuple[int, ...] = (1024, 64)
+
+#: 16 MiB per tensor: below glibc's largest mmap threshold, where fresh memory comes and goes
+#: (chapter "Benchmarks"), and the GPU check's second shape.
+MID_SHAPE: tuple[int, ...] = (16384, 256)
 
 #: ``--quick``: the small goal batch, the goal shape and an ``(N, C, L)`` batch.
 QUICK_SHAPES: tuple[tuple[int, ...], ...] = (SMALL_GOAL_SHAPE, GOAL_SHAPE, (32, 64, 256))
@@ -247,7 +254,7 @@ class Result:
     :func:`bnlib.bench.report.benchmark_report`), falls as the run grows: the more copies
     are timed, the faster the fastest of them. ``round_page_faults`` counts, in each round,
     the page faults of every call timed (warm-up and calibration included) over the number of
-    calls: about the pages of fresh memory a call wrote (:func:`page_faults`).
+    calls: about the pages of fresh memory a call wrote (:func:`minor_faults`; CPU runs only).
     """
 
     kernel: str
@@ -266,7 +273,7 @@ class Result:
     round_rooflines: list[float] | None = None  #: each round's bandwidth / that round's copy bandwidth
     peak_roofline: float | None = None  #: bandwidth / the fastest copy of the whole run
     page_faults: float | None = None  #: the median over rounds of round_page_faults
-    round_page_faults: list[float] | None = None  #: page faults per call in each round (None: not counted here)
+    round_page_faults: list[float] | None = None  #: page faults per call in each round (None: not counted)
     error: str | None = None
 
 
@@ -276,7 +283,7 @@ def spread(times: Sequence[float]) -> float:
     return (ordered[-1] - ordered[0]) / statistics.median(ordered) if ordered else 0.0
 
 
-def page_faults() -> int | None:
+def minor_faults() -> int | None:
     """The minor page faults of this process so far, every thread (``getrusage``); ``None`` where not POSIX.
 
     A minor fault is the operating system mapping a page the process touches for the first
@@ -344,6 +351,7 @@ def noise_warnings(
     spreads: Sequence[tuple[str, float]] = (),
     copy_spreads: Sequence[tuple[str, float]] = (),
     faults: Sequence[tuple[str, Sequence[float]]] = (),
+    reuse_memory: bool = False,
 ) -> list[str]:
     """What makes a run's numbers doubtful, one sentence each; ``[]`` for a quiet run.
 
@@ -356,9 +364,10 @@ def noise_warnings(
         copy_spreads: ``(shape, spread)`` of the copy timed at the start of each round at each
             shape, flagged above :data:`SPREAD_LIMIT`: the same 64 MiB copy at every shape, so
             its rounds differ only where the machine's memory bandwidth changed. Default: none
-        faults: ``(what, page faults per call in each round)`` for each measurement: flagged
-            where the rounds differ by more than :data:`SPREAD_LIMIT` of the most and by more
-            than :data:`FAULT_FLOOR`. Default: none
+        faults: ``(what, page faults per call in each round)`` for each measurement, flagged
+            as :func:`fault_changes` says. Default: none
+        reuse_memory: the run already reuses memory (``--reuse-memory``): the warning about
+            page faults does not suggest it. Default: ``False``
     """
     warnings = []
     room = cores - threads + LOAD_MARGIN
@@ -371,12 +380,11 @@ def noise_warnings(
     if other_cores is not None and other_cores > room:
         warnings.append(f"other processes kept {other_cores:.2f} cores busy during the run, with {threads} torch "
                         f"threads on {cores} cores.{hint}")
-    changed = [(what, min(f), max(f)) for what, f in faults
-               if f and max(f) - min(f) > max(FAULT_FLOOR, SPREAD_LIMIT * max(f))]
+    changed = fault_changes(faults)
     noisy = [(what, s) for what, s in spreads if s > SPREAD_LIMIT]
     if noisy:
         worst = max(noisy, key=lambda p: p[1])
-        in_memory = len({what for what, _ in noisy} & {what for what, _, _ in changed})
+        in_memory = len({what for what, _ in noisy} & set(changed))
         cause = (f"the machine was disturbed, or, for {in_memory} of them, the memory they were given changed "
                  f"(see the page faults below)" if in_memory else "the machine was disturbed")
         warnings.append(f"{len(noisy)} of {len(spreads)} measurements differ by more than {SPREAD_LIMIT:.0%} "
@@ -392,12 +400,23 @@ def noise_warnings(
                         f"share it). Read the ratios round by round, each kernel against nn.BatchNorm1d in "
                         f"the same round.")
     if changed:
-        what, fewest, most = max(changed, key=lambda c: c[2] - c[1])
+        what, rounds = max(((w, f) for w, f in faults if w in changed), key=lambda p: max(p[1]) - min(p[1]))
+        remedy = ("" if reuse_memory else " --reuse-memory keeps what the main thread frees for the next call, "
+                  "which takes most of the change away.")
         warnings.append(f"{len(changed)} of {len(faults)} measurements took a different number of page faults per "
-                        f"call from round to round (the most: {what}, {fewest:.0f} to {most:.0f}): the C library "
-                        f"gave them fresh memory in some rounds and memory it had kept in others, so their rounds "
-                        f"time two different things. With --reuse-memory every round reuses memory.")
+                        f"call from round to round (the most: {what}, {min(rounds):.0f} to {max(rounds):.0f}): "
+                        f"the C library gave them fresh memory in some rounds and memory it had kept in others, so "
+                        f"their rounds time two different things.{remedy}")
     return warnings
+
+
+def fault_changes(faults: Sequence[tuple[str, Sequence[float]]]) -> list[str]:
+    """The measurements whose rounds took different numbers of page faults per call, of ``(what, rounds)``.
+
+    Flagged where the fewest and the most differ by more than :data:`SPREAD_LIMIT` of the most
+    and by more than :data:`FAULT_FLOOR`: fresh memory in some rounds, kept memory in others.
+    """
+    return [what for what, f in faults if f and max(f) - min(f) > max(FAULT_FLOOR, SPREAD_LIMIT * max(f))]
 
 
 def _compile_in_process() -> None:
@@ -482,14 +501,14 @@ def run(
                         continue
                     counted = _Counted(calls[k.name][mode])
                     timer = _timer(counted, threads, label=mode, sub_label=str(shape), description=k.name)
-                    before = page_faults()
+                    before = minor_faults() if device == "cpu" else None
                     try:
                         m = timer.blocked_autorange(min_run_time=min_run_time)
                     except Exception as e:
                         errors[k.name] = f"{type(e).__name__}: {e}"
                         calls.pop(k.name)
                         continue
-                    after = page_faults()
+                    after = minor_faults() if before is not None else None
                     measured.setdefault((k.name, mode), []).append(m)
                     faulted.setdefault((k.name, mode), []).append(
                         None if before is None or after is None else (after - before) / counted.calls)
@@ -559,6 +578,12 @@ def _git_commit() -> str | None:
     return None
 
 
+def _page_size() -> int | None:
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
 def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
     """The machine, software versions, threads, date and load: what a reader needs to weigh the numbers."""
     info: dict[str, Any] = {
@@ -578,6 +603,7 @@ def machine_info(threads: int, device: str = "cpu") -> dict[str, Any]:
         "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "memory": memory.mode(),
+        "page_size": _page_size(),
         "load_average_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "git_commit": _git_commit(),
     }

@@ -23,19 +23,21 @@ from typing import Any
 import torch
 
 from bnlib.bench.core import (
+    FAULT_FLOOR,
     MODES,
     SPREAD_LIMIT,
     CpuMeter,
     Kernel,
     Result,
     copy_bandwidth,
+    fault_changes,
     machine_info,
     noise_warnings,
     run,
     spread,
 )
 
-__all__ = ["benchmark_report", "format_table", "AXES", "draw", "plot"]
+__all__ = ["benchmark_report", "format_table", "format_faults", "AXES", "draw", "plot"]
 
 
 def benchmark_report(
@@ -86,9 +88,11 @@ def benchmark_report(
         "max_spread": max((s for _, s in spreads), default=None),
         "max_copy_spread": max((s for _, s in copy_spreads), default=None),
         "spread_limit": SPREAD_LIMIT,
+        "fault_floor": FAULT_FLOOR,
+        "fault_changes": fault_changes(faults),
         "warnings": noise_warnings(cores=info["cores"] or 1, threads=threads, load_before=before[0] if before else None,
                                    other_cores=other_cores, spreads=spreads, copy_spreads=copy_spreads,
-                                   faults=faults),
+                                   faults=faults, reuse_memory="memory reused" in info["memory"]),
     }
     return {
         "machine": info,
@@ -127,12 +131,12 @@ def _fmt_time(seconds: float | None) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
-def _fmt_faults(rounds: list[float] | None) -> str:
-    """Page faults per call: the median round, or the fewest to the most where the rounds differ."""
+def format_faults(rounds: Sequence[float] | None, between: str = "-", missing: str = "") -> str:
+    """Page faults per call over the rounds: one number where they agree (rounded), else the fewest and the most."""
     if not rounds:
-        return ""
+        return missing
     fewest, most = round(min(rounds)), round(max(rounds))
-    return f"{fewest}" if fewest == most else f"{fewest}-{most}"
+    return f"{fewest:,}" if fewest == most else f"{fewest:,}{between}{most:,}"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -162,7 +166,7 @@ def format_table(report: dict[str, Any]) -> str:
                     f"{r.ratio:.2f}" if r.ratio is not None else "",
                     f"{r.bandwidth / 1e9:.1f}" if r.bandwidth else "",
                     f"{100 * r.roofline:.0f}%" if r.roofline is not None else "",
-                    _fmt_faults(r.round_page_faults),
+                    format_faults(r.round_page_faults),
                 ]
             rows.append(row)
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
