@@ -199,21 +199,30 @@ def test_a_roofline_is_to_the_copies_of_its_own_rounds_and_not_to_the_fastest_co
     assert "the median copy timed in the same rounds" in bench.format_table(report)
 
 
-def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
-    # A synthetic kernel that is three times slower from the second round on.
+def _report_of_a_kernel_that_changes_after_its_first_round(name, first, later):
+    """The report of one synthetic kernel at 8×2, forward, 3 rounds: ``first()`` in round one, ``later()`` after.
+
+    The harness reports progress once at the end of each round: that is when the kernel changes.
+    """
     state = {"round": 0}
 
     def prepare(x, dy, threads):
         def call():
-            time.sleep(0.001 if state["round"] == 0 else 0.003)
+            (first if state["round"] == 0 else later)()
 
         return call, call
 
     def next_round(line):
         state["round"] += 1
 
-    report = bench.benchmark_report([bench.Kernel("sleepy", "", prepare)], [(8, 2)], modes=["forward"],
-                                    min_run_time=0.02, rounds=3, progress=next_round)
+    return bench.benchmark_report([bench.Kernel(name, "", prepare)], [(8, 2)], modes=["forward"],
+                                  min_run_time=0.02, rounds=3, progress=next_round)
+
+
+def test_rounds_that_disagree_are_flagged_in_the_json_and_the_table():
+    # A synthetic kernel that is three times slower from the second round on.
+    report = _report_of_a_kernel_that_changes_after_its_first_round(
+        "sleepy", lambda: time.sleep(0.001), lambda: time.sleep(0.003))
     (r,) = report["results"]
     # the median of the rounds (one fast, two slow: a slow one), not the fastest round
     assert r["spread"] > 0.4 and r["seconds"] == pytest.approx(statistics.median(r["round_seconds"]))
@@ -271,20 +280,7 @@ def test_a_report_from_before_page_faults_were_counted_still_prints():
 def test_rounds_whose_page_faults_differ_are_flagged_as_the_memory_s_state():
     # A synthetic kernel that writes fresh memory in the first round only, as glibc's moving
     # threshold makes nn.BatchNorm1d do at some sizes.
-    state = {"round": 0}
-
-    def prepare(x, dy, threads):
-        def call():
-            if state["round"] == 0:
-                _write_fresh_pages()
-
-        return call, call
-
-    def next_round(line):
-        state["round"] += 1
-
-    report = bench.benchmark_report([bench.Kernel("moody", "", prepare)], [(8, 2)], modes=["forward"],
-                                    min_run_time=0.02, rounds=3, progress=next_round)
+    report = _report_of_a_kernel_that_changes_after_its_first_round("moody", _write_fresh_pages, lambda: None)
     (r,) = report["results"]
     assert r["round_page_faults"][0] >= FRESH_PAGES and max(r["round_page_faults"][1:]) < 1
     assert report["noise"]["fault_changes"] == ["moody at 8×2, forward"]
