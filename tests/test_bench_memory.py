@@ -35,6 +35,7 @@ def test_an_environment_that_already_has_the_options_needs_no_new_one():
     environ = {"GLIBC_TUNABLES": f"glibc.malloc.arena_max=2:{REUSE}", "THP_MEM_ALLOC_ENABLE": "1"}
     assert memory.environment(environ, huge_pages=True, reuse_memory=True) is None
     assert memory.mode(environ) == "huge pages, memory reused"
+    assert memory.reuses_memory(environ) and not memory.reuses_memory({"THP_MEM_ALLOC_ENABLE": "1"})
 
 
 def test_a_later_tunable_of_the_users_overrides_ours():
@@ -46,6 +47,7 @@ def test_reuse_is_refused_and_never_reported_where_the_c_library_is_not_glibc(mo
     with pytest.raises(memory.ReuseUnavailable, match="needs glibc"):
         memory.environment({}, huge_pages=False, reuse_memory=True)
     assert memory.mode({"GLIBC_TUNABLES": REUSE}) == "default"
+    assert not memory.reuses_memory({"GLIBC_TUNABLES": REUSE})
     assert memory.environment({}, huge_pages=True, reuse_memory=False) == memory.HUGE_PAGES
 
 

@@ -18,7 +18,7 @@ starts, change that for every kernel of a run alike:
   preloaded jemalloc or tcmalloc).
 
 :func:`environment` gives the variables a run needs, :func:`mode` names the mode a process
-runs in, for the report.
+runs in, for the report, and :func:`reuses_memory` says whether it keeps freed memory.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import os
 import platform
 from collections.abc import Mapping
 
-__all__ = ["HUGE_PAGES", "REUSE_MEMORY", "MODES", "RERUN", "ReuseUnavailable", "environment", "mode"]
+__all__ = ["HUGE_PAGES", "REUSE_MEMORY", "MODES", "RERUN", "ReuseUnavailable", "environment", "mode", "reuses_memory"]
 
 #: PyTorch's CPU allocator in 2 MiB pages (PyTorch reads it at its first allocation).
 HUGE_PAGES: dict[str, str] = {"THP_MEM_ALLOC_ENABLE": "1"}
@@ -78,9 +78,13 @@ def environment(environ: Mapping[str, str], huge_pages: bool, reuse_memory: bool
     return None if env == dict(environ) else env
 
 
+def reuses_memory(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether a process with this environment (default: this one's) keeps freed memory (:data:`REUSE_MEMORY`)."""
+    return _glibc() and _has_reuse(os.environ if environ is None else environ)
+
+
 def mode(environ: Mapping[str, str] | None = None) -> str:
     """The memory mode of a process with this environment (default: this one's), one of :data:`MODES`."""
     environ = os.environ if environ is None else environ
     huge = all(environ.get(k) == v for k, v in HUGE_PAGES.items())
-    reuse = _glibc() and _has_reuse(environ)
-    return MODES[huge + 2 * reuse]
+    return MODES[huge + 2 * reuses_memory(environ)]

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bnlib.bench import memory
 from bnlib.bench.core import (
     FAULT_FLOOR,
     MODES,
@@ -92,7 +93,7 @@ def benchmark_report(
         "fault_changes": fault_changes(faults),
         "warnings": noise_warnings(cores=info["cores"] or 1, threads=threads, load_before=before[0] if before else None,
                                    other_cores=other_cores, spreads=spreads, copy_spreads=copy_spreads,
-                                   faults=faults, reuse_memory="memory reused" in info["memory"]),
+                                   faults=faults, reuse_memory=memory.reuses_memory()),
     }
     return {
         "machine": info,
